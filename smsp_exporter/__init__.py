@@ -1,0 +1,3 @@
+"""Prometheus exporter for the SMS Partner gateway."""
+
+__version__ = "0.1.0"

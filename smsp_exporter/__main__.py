@@ -1,0 +1,3 @@
+from smsp_exporter.cli import main
+
+raise SystemExit(main())
