@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The project's two commands, from a fresh clone:
+#   ./dev.sh demo    the exporter on its built-in SMS Partner simulator (no account needed)
+#   ./dev.sh test    the whole test suite (installs what it needs, Debian packages included)
+# Other: ./dev.sh lint | bench | venv
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${SMSP_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+venv() {
+    # (Re)install the project and its test dependencies when pyproject.toml changed.
+    local stamp="$VENV/.installed" want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "==> creating virtual environment in $VENV" >&2
+        "$PY" -m venv "$VENV"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "==> installing smsp-exporter and its test dependencies" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+        echo "$want" >"$stamp"
+    fi
+}
+
+system_packages() {
+    # The end-to-end and rule tests run a real Prometheus, promtool and Alertmanager.
+    local missing=()
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
+        || missing+=(prometheus-alertmanager)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing Debian packages: ${missing[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+lint() {
+    "$VENV/bin/ruff" check smsp_exporter tests
+    "$VENV/bin/ruff" format --check smsp_exporter tests
+}
+
+case "${1:-}" in
+    demo)
+        shift
+        venv
+        exec "$VENV/bin/smsp-exporter" --demo "$@"
+        ;;
+    test)
+        shift
+        venv
+        system_packages
+        lint
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    lint) venv; lint ;;
+    venv) venv ;;
+    *)
+        echo "usage: ./dev.sh demo | test [pytest args] | lint | venv" >&2
+        exit 64
+        ;;
+esac

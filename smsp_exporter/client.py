@@ -1,0 +1,339 @@
+"""HTTP client for SMS Partner's ``GET /v1/bulk-status-by-tag``.
+
+One :class:`requests.Session` (keep-alive, ``concurrency`` pooled connections), a timeout on
+every request, a shared request-rate limit, retries only where safe (a GET, on connection
+errors, 429, 502, 503 and 504, inside the round's deadline), and pagination that never counts
+a page twice and never loops: see :class:`TagPager`.
+
+Nothing here logs or raises text containing the request URL: it holds the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .config import ApiConfig
+from .errors import (
+    ConnectionFailed,
+    DeadlineExceeded,
+    HttpStatusError,
+    InvalidResponse,
+    RequestTimeout,
+    UpstreamError,
+)
+from .parse import Page, parse_page
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "bulk-status-by-tag"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_BODY_BYTES = 256 * 1024 * 1024
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TagCounts:
+    """Everything counted for one tag in one round."""
+
+    tag: str
+    statuses: Mapping[str, int]
+    stop: int
+    messages: int
+    pages: int
+    complete: bool = True
+    truncation: str | None = None  # why the tag was cut short: page_cap, page_ignored, short_page
+    total_reported: int | None = None
+    oldest_waiting: int | None = None
+    newest: int | None = None
+
+
+class RateLimiter:
+    """Spaces request starts at least ``1/rate`` seconds apart, shared by all threads.
+
+    ``pause_until`` holds every request back (an upstream ``Retry-After``)."""
+
+    def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def pause_until(self, when: float) -> None:
+        with self._lock:
+            self._next = max(self._next, when)
+
+    def acquire(self, deadline: float | None = None) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            if deadline is not None and start > deadline:
+                raise DeadlineExceeded("the request rate limit leaves no time before the deadline")
+            self._next = start + self.interval
+        if start > now:
+            self._sleep(start - now)
+
+
+@dataclass
+class TagPager:
+    """Pagination state of one tag during a round.
+
+    The first page tells how many messages there are (``total``) and how many a page holds;
+    the other pages are then fetched concurrently. A page whose number or content repeats one
+    already counted (an API that ignores ``page``) is dropped, a page shorter than promised
+    ends the tag early; both mark the tag incomplete, as does the page cap.
+    """
+
+    tag: str
+    max_pages: int
+    statuses: dict[str, int] = field(default_factory=dict)
+    stop: int = 0
+    messages: int = 0
+    pages: int = 0
+    expected_pages: int = 1
+    page_size: int = 0
+    total: int | None = None
+    truncation: str | None = None
+    oldest_waiting: int | None = None
+    newest: int | None = None
+    error: UpstreamError | None = None
+    outstanding: int = 0
+    _fingerprints: set[int] = field(default_factory=set)
+
+    def first_page(self, page: Page) -> list[int]:
+        """Count page 1 and return the numbers of the pages still to fetch."""
+        self._add(page)
+        self.total = page.total
+        if page.total is None or page.total <= page.items:
+            return []
+        if page.items == 0:
+            self._cut("short_page")
+            return []
+        self.page_size = page.items
+        self.expected_pages = math.ceil(page.total / page.items)
+        last = self.expected_pages
+        if last > self.max_pages:
+            self._cut("page_cap")
+            last = self.max_pages
+        return list(range(2, last + 1))
+
+    def other_page(self, number: int, page: Page) -> None:
+        if page.current_page not in (None, number) or (
+            page.items and page.fingerprint in self._fingerprints
+        ):
+            self._cut("page_ignored")
+            return
+        expected = self.page_size
+        if number == self.expected_pages and self.total is not None:
+            expected = self.total - self.page_size * (self.expected_pages - 1)
+        if page.items < expected:
+            self._cut("short_page")
+        self._add(page)
+
+    def _add(self, page: Page) -> None:
+        self.pages += 1
+        if page.items:
+            self._fingerprints.add(page.fingerprint)
+        self.messages += page.items
+        self.stop += page.stop
+        for status, count in page.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+        if page.oldest_waiting is not None and (
+            self.oldest_waiting is None or page.oldest_waiting < self.oldest_waiting
+        ):
+            self.oldest_waiting = page.oldest_waiting
+        if page.newest is not None and (self.newest is None or page.newest > self.newest):
+            self.newest = page.newest
+
+    def _cut(self, reason: str) -> None:
+        if self.truncation is None:
+            self.truncation = reason
+
+    def result(self) -> TagCounts:
+        return TagCounts(
+            tag=self.tag,
+            statuses=MappingProxyType(dict(self.statuses)),
+            stop=self.stop,
+            messages=self.messages,
+            pages=self.pages,
+            complete=self.truncation is None,
+            truncation=self.truncation,
+            total_reported=self.total,
+            oldest_waiting=self.oldest_waiting,
+            newest=self.newest,
+        )
+
+
+class SmsPartnerClient:
+    """Reads tags from the API. Thread-safe; one instance per exporter."""
+
+    def __init__(self, api: ApiConfig) -> None:
+        self.api = api
+        self.url = f"{api.url}/{ENDPOINT}"
+        self.limiter = RateLimiter(api.max_requests_per_second)
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"User-Agent": f"smsp-exporter/{__version__}", "Accept": "application/json"}
+        )
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=api.concurrency, max_retries=0, pool_block=True
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._executor = ThreadPoolExecutor(api.concurrency, thread_name_prefix="smsp-fetch")
+        self._lock = threading.Lock()
+        self.requests_made = 0  # every HTTP request sent upstream, retries included
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+    # -- one page -------------------------------------------------------------------------
+    def fetch_page(self, tag: str, page: int = 1, deadline: float | None = None) -> Page:
+        """GET one page, with safe retries; raise an :class:`UpstreamError` on failure."""
+        params: dict[str, str | int] = {"apiKey": self.api.key, "tag": tag}
+        if page > 1:
+            params["page"] = page
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(params, deadline)
+            except UpstreamError as err:
+                wait_for = self._retry_delay(err, attempt)
+                if wait_for is None:
+                    raise
+                if deadline is not None and time.monotonic() + wait_for >= deadline:
+                    raise
+                attempt += 1
+                log.debug(
+                    "retrying",
+                    extra={"tag": tag, "page": page, "reason": err.reason, "wait": wait_for},
+                )
+                time.sleep(wait_for)
+
+    def _retry_delay(self, err: UpstreamError, attempt: int) -> float | None:
+        if attempt >= self.api.retries:
+            return None
+        backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt)
+        if isinstance(err, ConnectionFailed):
+            return backoff
+        if isinstance(err, HttpStatusError) and err.status in RETRY_STATUSES:
+            if err.retry_after is not None:
+                return err.retry_after
+            if err.status == 429:
+                self.limiter.pause_until(time.monotonic() + backoff)
+            return backoff
+        return None
+
+    def _attempt(self, params: Mapping[str, str | int], deadline: float | None) -> Page:
+        self.limiter.acquire(deadline)
+        timeout = self.api.timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise DeadlineExceeded("no time left for the request")
+        with self._lock:
+            self.requests_made += 1
+        try:
+            with self.session.get(self.url, params=params, timeout=timeout, stream=True) as resp:
+                body = _read_body(resp)
+                status = resp.status_code
+                retry_after_header = resp.headers.get("Retry-After")
+        except requests.Timeout:
+            raise RequestTimeout(f"no answer within {timeout:.3g} s") from None
+        except requests.RequestException as err:
+            # str(err) holds the URL and so the key: only the exception's type is kept.
+            raise ConnectionFailed(f"request failed ({type(err).__name__})") from None
+        try:
+            return parse_page(body)
+        except InvalidResponse:
+            if status >= 400:
+                error = HttpStatusError(status)
+                if status == 429 or status == 503:
+                    error.retry_after = self._retry_after(retry_after_header)
+                raise error from None
+            raise
+
+    def _retry_after(self, header: str | None) -> float | None:
+        if not header:
+            return None
+        try:
+            seconds = Retry().parse_retry_after(header)
+        except Exception:
+            return None
+        seconds = max(0.0, seconds)
+        self.limiter.pause_until(time.monotonic() + seconds)
+        return seconds
+
+    # -- a round --------------------------------------------------------------------------
+    def fetch_tags(
+        self, tags: Iterable[str], deadline: float | None = None
+    ) -> dict[str, TagCounts | UpstreamError]:
+        """Collect every tag, at most ``concurrency`` requests in flight, within ``deadline``.
+
+        Page 1 of every tag is asked first; a tag's other pages are asked as soon as its page 1
+        tells how many there are. A tag whose page fails is reported by its error."""
+        pagers = {tag: TagPager(tag, self.api.max_pages) for tag in dict.fromkeys(tags)}
+        pending: dict[Future[Page], tuple[str, int]] = {}
+
+        def submit(tag: str, number: int) -> None:
+            future = self._executor.submit(self.fetch_page, tag, number, deadline)
+            pending[future] = (tag, number)
+            pagers[tag].outstanding += 1
+
+        for tag in pagers:
+            submit(tag, 1)
+        while pending:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = wait(list(pending), timeout=remaining, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                tag, number = pending.pop(future)
+                pager = pagers[tag]
+                pager.outstanding -= 1
+                if pager.error is not None:
+                    continue
+                try:
+                    page = future.result()
+                except UpstreamError as err:
+                    pager.error = err
+                    continue
+                except Exception as err:  # a bug must not take the other tags down
+                    log.exception("unexpected error while reading a page", extra={"tag": tag})
+                    pager.error = InvalidResponse(f"unexpected error ({type(err).__name__})")
+                    continue
+                if number == 1:
+                    for other in pager.first_page(page):
+                        submit(tag, other)
+                else:
+                    pager.other_page(number, page)
+        for future, (tag, _) in pending.items():
+            future.cancel()
+            if pagers[tag].error is None:
+                pagers[tag].error = DeadlineExceeded("the round ran out of time")
+        return {tag: p.error if p.error is not None else p.result() for tag, p in pagers.items()}
+
+
+def _read_body(resp: requests.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(chunk_size=256 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidResponse(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

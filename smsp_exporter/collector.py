@@ -1,0 +1,136 @@
+"""Prometheus custom collector: turns the latest snapshot into metric families.
+
+Families are built fresh on every collect, as the Prometheus guide for exporters asks.
+It is also the library entry point: register an :class:`SmsCollector` into any
+prometheus-client registry (see the README, "Use as a library").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .snapshot import Snapshot, Source
+
+# Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
+# HTTP layer around each /metrics request; None outside a scrape (library use, tests).
+scrape_timeout: ContextVar[float | None] = ContextVar("scrape_timeout", default=None)
+
+# The statuses SMS Partner documents: always exported, at 0 when no message has them.
+DOCUMENTED_STATUSES = ("Delivered", "Not delivered", "Waiting")
+# Error reasons exported at 0 from the start, so that rate() and increase() work at once.
+COMMON_ERROR_REASONS = ("timeout", "connection", "invalid_response")
+
+
+def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
+    """The metric families describing one snapshot."""
+    note = " (cached: refreshed in the background)" if cached else ""
+    status = GaugeMetricFamily(
+        "sms_status_total",
+        "Messages of the tag in each delivery status, as last reported by SMS Partner" + note,
+        labels=["tag", "status"],
+    )
+    stop = GaugeMetricFamily(
+        "sms_stop_total",
+        "Messages of the tag whose recipient opted out (replied STOP)" + note,
+        labels=["tag"],
+    )
+    up = GaugeMetricFamily(
+        "sms_up", "1 if the last collection of the tag succeeded, else 0" + note, labels=["tag"]
+    )
+    duration = GaugeMetricFamily(
+        "sms_scrape_duration_seconds",
+        "Seconds the last collection round of the tag took",
+        labels=["tag"],
+    )
+    last_success = GaugeMetricFamily(
+        "sms_last_success_timestamp_seconds",
+        "Unix time of the last successful collection of the tag",
+        labels=["tag"],
+    )
+    complete = GaugeMetricFamily(
+        "sms_collection_complete",
+        "1 if every page of the tag was read in the last successful collection, 0 if it was "
+        "cut short (page cap, or pages the API served inconsistently)",
+        labels=["tag"],
+    )
+    reported = GaugeMetricFamily(
+        "sms_api_reported_messages",
+        "Messages of the tag according to the API's own 'total' field",
+        labels=["tag"],
+    )
+    errors = CounterMetricFamily(
+        "sms_api_errors",
+        "Failed collections of the tag, by reason (timeout, connection, invalid_response, "
+        "deadline, http_<status>, api_code_<code>)",
+        labels=["tag", "reason"],
+    )
+    truncations = CounterMetricFamily(
+        "sms_collection_truncations",
+        "Collections of the tag cut short, by reason (page_cap, page_ignored, short_page)",
+        labels=["tag", "reason"],
+    )
+    for state in snapshot.tags:
+        tag = state.tag
+        up.add_metric([tag], 1.0 if state.up else 0.0)
+        duration.add_metric([tag], state.duration)
+        if state.last_success is not None:
+            last_success.add_metric([tag], state.last_success)
+        counts = state.counts
+        if counts is not None:
+            for name in DOCUMENTED_STATUSES:
+                status.add_metric([tag, name], float(counts.statuses.get(name, 0)))
+            for name, value in sorted(counts.statuses.items()):
+                if name not in DOCUMENTED_STATUSES:
+                    status.add_metric([tag, name], float(value))
+            stop.add_metric([tag], float(counts.stop))
+            complete.add_metric([tag], 1.0 if counts.complete else 0.0)
+            if counts.total_reported is not None:
+                reported.add_metric([tag], float(counts.total_reported))
+        for reason in COMMON_ERROR_REASONS:
+            errors.add_metric([tag, reason], float(state.errors.get(reason, 0)))
+        for reason, value in sorted(state.errors.items()):
+            if reason not in COMMON_ERROR_REASONS:
+                errors.add_metric([tag, reason], float(value))
+        for reason, value in sorted(state.truncations.items()):
+            truncations.add_metric([tag, reason], float(value))
+    requests_total = CounterMetricFamily(
+        "sms_api_requests", "HTTP requests sent to the SMS Partner API, retries included"
+    )
+    requests_total.add_metric([], float(snapshot.upstream_requests))
+    build = GaugeMetricFamily(
+        "sms_exporter_build_info", "Build of smsp-exporter; always 1", labels=["version"]
+    )
+    build.add_metric([__version__], 1.0)
+    return [
+        status,
+        stop,
+        up,
+        duration,
+        last_success,
+        complete,
+        reported,
+        errors,
+        truncations,
+        requests_total,
+        build,
+    ]
+
+
+class SmsCollector(Collector):
+    """Collects the configured tags from a snapshot source on every scrape."""
+
+    def __init__(self, source: Source, *, cached: bool = False) -> None:
+        self.source = source
+        self.cached = cached
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.source.snapshot(scrape_timeout.get()), cached=self.cached)
+
+    def describe(self) -> list[Metric]:
+        # Registering must not trigger a round of API calls.
+        return []

@@ -1,0 +1,49 @@
+"""The exporter assembled: config -> client -> poller -> snapshot source -> collector.
+
+This is also how to embed it in another Python process::
+
+    from prometheus_client import REGISTRY
+    from smsp_exporter.config import load_config
+    from smsp_exporter.exporter import Exporter
+
+    exporter = Exporter(load_config("smsp.yaml")).start()
+    REGISTRY.register(exporter.collector)
+"""
+
+from __future__ import annotations
+
+from .client import SmsPartnerClient
+from .collector import SmsCollector
+from .config import Config
+from .snapshot import BackgroundSource, Poller, ScrapeSource
+
+
+class Exporter:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.client = SmsPartnerClient(config.api)
+        self.poller = Poller(config, self.client)
+        self.background = config.collection.mode == "background"
+        self.source: ScrapeSource | BackgroundSource
+        if self.background:
+            self.source = BackgroundSource(self.poller)
+        else:
+            self.source = ScrapeSource(self.poller)
+        self.collector = SmsCollector(self.source, cached=self.background)
+
+    def start(self) -> Exporter:
+        """Start the background refresher, if the mode has one."""
+        if isinstance(self.source, BackgroundSource):
+            self.source.start()
+        return self
+
+    def close(self) -> None:
+        if isinstance(self.source, BackgroundSource):
+            self.source.stop()
+        self.client.close()
+
+    def __enter__(self) -> Exporter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,193 @@
+"""Collection rounds and their results.
+
+A :class:`Poller` runs rounds through the client and folds each into an immutable
+:class:`Snapshot` (with the cumulative error counters). Two sources decide *when* rounds run:
+
+- :class:`ScrapeSource` (``collection.mode: scrape``): a round per scrape, within the scrape's
+  timeout; concurrent scrapes share the round in flight, and a round younger than
+  ``collection.min_interval`` is served again.
+- :class:`BackgroundSource` (``collection.mode: background``): a thread runs a round every
+  ``collection.interval``; scrapes get the latest snapshot at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from .client import SmsPartnerClient, TagCounts
+from .config import Config
+from .errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+# Used when a scrape does not say how long Prometheus waits (Prometheus's own default).
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+
+
+def round_budget(scrape_timeout: float | None) -> float:
+    """Seconds a round may take to answer a scrape: the timeout less a safety margin."""
+    timeout = DEFAULT_SCRAPE_TIMEOUT if scrape_timeout is None else scrape_timeout
+    return max(0.1, timeout - min(1.0, timeout * 0.1))
+
+
+@dataclass(frozen=True, slots=True)
+class TagState:
+    """What is known of one tag after the latest round."""
+
+    tag: str
+    up: bool
+    counts: TagCounts | None  # this round's counts, or the last good ones if kept
+    error: str | None = None  # reason of the latest failure
+    duration: float = 0.0  # seconds the latest collection of the tag took
+    last_success: float | None = None  # Unix time
+    errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    truncations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    tags: tuple[TagState, ...]
+    taken_at: float  # Unix time the round ended
+    duration: float  # seconds
+    upstream_requests: int  # cumulative HTTP requests sent upstream
+
+
+class Source(Protocol):
+    def snapshot(self, scrape_timeout: float | None = None) -> Snapshot: ...
+
+
+class Poller:
+    """Runs rounds and keeps what outlives one: error counters, last successes."""
+
+    def __init__(self, config: Config, client: SmsPartnerClient) -> None:
+        self.config = config
+        self.client = client
+        self._errors: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
+        self._truncations: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
+        self._last_good: dict[str, TagCounts] = {}
+        self._last_success: dict[str, float] = {}
+        self.latest: Snapshot | None = None
+
+    def run_round(self, budget: float) -> Snapshot:
+        started = time.monotonic()
+        deadline = started + budget
+        results = self.client.fetch_tags(self.config.tags, deadline)
+        duration = time.monotonic() - started
+        now = time.time()
+        states = tuple(self._fold(tag, results[tag], duration, now) for tag in self.config.tags)
+        snapshot = Snapshot(states, now, duration, self.client.requests_made)
+        self.latest = snapshot
+        return snapshot
+
+    def _fold(self, tag: str, result: TagCounts | UpstreamError, duration: float, now: float):
+        errors = self._errors[tag]
+        truncations = self._truncations[tag]
+        if isinstance(result, UpstreamError):
+            errors[result.reason] = errors.get(result.reason, 0) + 1
+            log.warning(
+                "collecting tag failed: %s",
+                result.message,
+                extra={"tag": tag, "reason": result.reason},
+            )
+            counts = self._last_good.get(tag) if self.config.collection.keep_last_values else None
+            up, error = False, result.reason
+        else:
+            if result.truncation:
+                truncations[result.truncation] = truncations.get(result.truncation, 0) + 1
+                log.warning(
+                    "tag cut short: counts are incomplete",
+                    extra={"tag": tag, "reason": result.truncation, "pages": result.pages},
+                )
+            self._last_good[tag] = result
+            self._last_success[tag] = now
+            counts, up, error = result, True, None
+        return TagState(
+            tag=tag,
+            up=up,
+            counts=counts,
+            error=error,
+            duration=duration,
+            last_success=self._last_success.get(tag),
+            errors=MappingProxyType(dict(errors)),
+            truncations=MappingProxyType(dict(truncations)),
+        )
+
+    def pending(self) -> Snapshot:
+        """A snapshot for before the first round: every tag down, nothing counted."""
+        states = tuple(TagState(tag=tag, up=False, counts=None) for tag in self.config.tags)
+        return Snapshot(states, time.time(), 0.0, self.client.requests_made)
+
+
+class ScrapeSource:
+    """A round per scrape; concurrent scrapes share one round."""
+
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+        self.min_interval = poller.config.collection.min_interval
+        self._cond = threading.Condition()
+        self._running = False
+        self._generation = 0
+        self._finished_at = float("-inf")
+
+    def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+        budget = round_budget(scrape_timeout)
+        with self._cond:
+            latest = self.poller.latest
+            fresh = time.monotonic() - self._finished_at < self.min_interval
+            if latest is not None and not self._running and fresh:
+                return latest
+            if self._running:
+                generation = self._generation
+                self._cond.wait_for(lambda: self._generation != generation, timeout=budget)
+                return self.poller.latest or self.poller.pending()
+            self._running = True
+        try:
+            return self.poller.run_round(budget)
+        finally:
+            with self._cond:
+                self._running = False
+                self._generation += 1
+                self._finished_at = time.monotonic()
+                self._cond.notify_all()
+
+
+class BackgroundSource:
+    """A refresher thread runs a round every ``interval``; scrapes never wait for upstream,
+    except for the very first round after start-up."""
+
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+        self.interval = poller.config.collection.interval
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="smsp-refresh", daemon=True)
+
+    def start(self) -> BackgroundSource:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poller.run_round(self.interval)
+            except Exception:  # never let the refresher die
+                log.exception("collection round failed")
+            self._first.set()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+        if self.poller.latest is None:
+            self._first.wait(round_budget(scrape_timeout))
+        return self.poller.latest or self.poller.pending()

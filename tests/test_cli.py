@@ -1,0 +1,211 @@
+"""The command line, run as a real process: config errors, serving, signals, the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import API_KEY, campaign, samples, statuses_of, value
+
+BAD_CONFIGS = sorted((Path(__file__).parent / "configs" / "bad").glob("*.yaml"))
+
+
+def run_cli(*args: str, env=None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smsp_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SMSP_API_KEY": "", **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def expected_key(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    match = re.match(r"#\s*expect:\s*(.+?)\s*$", first)
+    assert match, f"{path.name} lacks its '# expect: KEY' first line"
+    return match.group(1)
+
+
+def test_the_corpus_is_there():
+    assert len(BAD_CONFIGS) >= 12
+
+
+@pytest.mark.parametrize("path", BAD_CONFIGS, ids=lambda p: p.name)
+def test_broken_config_exits_2_with_one_line_naming_the_key(path):
+    result = run_cli("--config.file", str(path), "--config.check")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0]
+    assert expected_key(path) in lines[0]
+    assert result.stdout == ""
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = run_cli("--config.file", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    assert "absent.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def write_config(tmp_path: Path, url: str, tags=("promo",), extra: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    tag_lines = "".join(f"  - {t!r}\n" for t in tags)
+    path.write_text(f"api:\n  url: {url}\n  key_file: key.txt\n{extra}tags:\n{tag_lines}")
+    (tmp_path / "key.txt").write_text(API_KEY + "\n")
+    return path
+
+
+def test_config_check_accepts_a_valid_file_and_warns_about_impossible_tags(tmp_path):
+    path = write_config(tmp_path, "http://127.0.0.1:9/v1", tags=("promo", "Promo Noel"))
+    result = run_cli("--config.file", str(path), "--config.check")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert "Promo Noel" in result.stderr and "never match" in result.stderr
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_example_config_is_valid():
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    result = run_cli(
+        "--config.file", str(example), "--config.check", env={"SMSP_API_KEY": "x" * 16}
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def exporter_process(sim, tmp_path):
+
+    sim.add_tag(campaign("promo", 42))
+    port = free_port()
+    path = write_config(tmp_path, sim.url)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsp_exporter",
+            "--config.file",
+            str(path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SMSP_API_KEY": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc)
+        yield proc, url, port, path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, limit: float = 15) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exporter exited early: {proc.communicate()[1]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    pytest.fail("exporter did not come up")
+
+
+def test_serves_metrics_and_stops_cleanly_on_sigterm(exporter_process):
+    proc, url, _, _ = exporter_process
+    found = samples(requests.get(f"{url}/metrics", timeout=10).text)
+    assert sum(statuses_of(found, "promo").values()) == 42
+    assert value(found, "sms_up", tag="promo") == 1
+    assert "process_cpu_seconds_total" in {name for name, _ in found}
+    landing = requests.get(url, timeout=5)
+    assert landing.status_code == 200 and "/metrics" in landing.text
+    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{url}/nothing-here", timeout=5).status_code == 404
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    _, stderr = proc.communicate(timeout=5)
+    assert API_KEY not in stderr
+    assert "Traceback" not in stderr
+
+
+def test_second_process_on_the_same_port_fails_clearly(exporter_process):
+    _, _, port, path = exporter_process
+    result = run_cli("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_runs_without_account_or_config(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsp_exporter",
+            "--demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc)
+        found = samples(requests.get(f"{url}/metrics", timeout=15).text)
+        tags = {dict(labels)["tag"] for (name, labels), _ in found.items() if name == "sms_up"}
+        assert len(tags) >= 3
+        assert all(value(found, "sms_up", tag=tag) == 1 for tag in tags)
+        assert sum(v for (name, _), v in found.items() if name == "sms_status_total") > 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        stdout, _ = proc.communicate(timeout=5)
+        assert f"http://127.0.0.1:{port}/metrics" in stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_simulate_subcommand_help():
+    result = run_cli("simulate", "--help")
+    assert result.returncode == 0
+    assert "--page-size" in result.stdout
+
+
+def test_promtool_check_metrics_flags_only_the_two_contract_names(exporter_process):
+    _, url, _, _ = exporter_process
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    flagged = {line.split()[0] for line in problems}
+    assert flagged == {"sms_status_total", "sms_stop_total"}, problems

@@ -1,0 +1,163 @@
+"""The response parser: counts, validation, error bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smsp_exporter.errors import ApiCodeError, InvalidResponse
+from smsp_exporter.parse import parse_page
+
+
+def body(messages, **fields) -> bytes:
+    doc = {"success": True, "code": 200, "currentPage": 1, "total": len(messages)}
+    doc.update(fields)
+    doc["StatutResponse_List"] = messages
+    return json.dumps(doc).encode()
+
+
+def msg(status="Delivered", stop=False, date="1517989111", phone="+33611111111"):
+    return {"phoneNumber": phone, "status": status, "stopSMS": stop, "date": date}
+
+
+def test_counts_statuses_stop_and_dates():
+    page = parse_page(
+        body(
+            [
+                msg("Delivered", date="100"),
+                msg("Delivered", stop=True, date="300"),
+                msg("Not delivered", date="200"),
+                msg("Waiting", date="50"),
+                msg("Waiting", date="70"),
+                msg("ko", date="10"),
+            ]
+        )
+    )
+    assert dict(page.statuses) == {"Delivered": 2, "Not delivered": 1, "Waiting": 2, "ko": 1}
+    assert page.stop == 1
+    assert page.items == 6
+    assert page.total == 6
+    assert page.current_page == 1
+    assert page.oldest_waiting == 50
+    assert page.newest == 300
+
+
+def test_documented_sample_parses():
+    sample = (
+        b'{"success": true, "code": 200, "currentPage": 1, "total": 2, "StatutResponse_List": ['
+        b'{"phoneNumber": "+336XXXXXXX1", "status": "Delivered", "stopSMS": false, '
+        b'"date": "1517989111"}, {"phoneNumber": "+336XXXXXXX2", "status": "Delivered", '
+        b'"stopSMS": false, "date": "1517989101"}]}'
+    )
+    page = parse_page(sample)
+    assert dict(page.statuses) == {"Delivered": 2}
+    assert page.newest == 1517989111
+
+
+@pytest.mark.parametrize("code", [1, 3, 10, 20, 30, 40, 96, 555])
+def test_error_codes_become_typed_errors(code):
+    raw = json.dumps({"success": False, "code": code, "message": "Clé API incorrecte"}).encode()
+    with pytest.raises(ApiCodeError) as info:
+        parse_page(raw)
+    assert info.value.code == code
+    assert info.value.reason == f"api_code_{code}"
+    assert str(code) in str(info.value)
+
+
+def test_code_10_message_is_english_and_actionable():
+    raw = b'{"success": false, "code": 10, "message": "Cl\\u00e9 API incorrecte"}'
+    with pytest.raises(ApiCodeError, match="API key was rejected"):
+        parse_page(raw)
+
+
+def test_not_found_is_an_empty_tag():
+    page = parse_page(b'{"success": false, "code": 4, "message": "Message introuvable"}')
+    assert page.items == 0 and page.total == 0 and dict(page.statuses) == {}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"success": true, "code": 200, "total": 2, "StatutResponse_List": [',
+        b"[]",
+        b'{"code": 200}',
+        body([msg()], total=-1),
+        body([msg()], total=10**15),
+        body([{"phoneNumber": "+33611111111", "stopSMS": False, "date": "1"}]),
+        body([msg(date="yesterday")]),
+        body([msg(stop="false")]),
+        body([msg(status="")]),
+        body([msg(status=3)]),
+        body(["not an object"]),
+        json.dumps({"success": True, "code": 200, "total": 3}).encode(),
+        json.dumps({"success": True, "code": 200, "total": 3, "StatutResponse_List": {}}).encode(),
+        body([msg()], currentPage=0),
+    ],
+)
+def test_broken_answers_are_invalid_response(raw):
+    with pytest.raises(InvalidResponse):
+        parse_page(raw)
+
+
+def test_invalid_response_never_quotes_phone_numbers():
+    with pytest.raises(InvalidResponse) as info:
+        parse_page(body([msg(stop="yes", phone="+33699999999")]))
+    assert "+33699999999" not in str(info.value)
+
+
+def test_same_content_same_fingerprint_different_content_differs():
+    a = parse_page(body([msg(date="1"), msg(date="2")]))
+    b = parse_page(body([msg(date="1"), msg(date="2")], currentPage=2))
+    c = parse_page(body([msg(date="3"), msg(date="4")], currentPage=2))
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != c.fingerprint
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+message_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.one_of(st.text(max_size=5), json_values),
+        "stopSMS": st.one_of(st.booleans(), json_values),
+        "date": st.one_of(st.integers(), st.text(max_size=12), json_values),
+        "phoneNumber": st.text(max_size=12),
+    },
+)
+answer_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "success": st.one_of(st.booleans(), json_values),
+        "code": st.one_of(st.sampled_from([200, 4, 10]), json_values),
+        "currentPage": json_values,
+        "total": st.one_of(st.integers(), json_values),
+        "StatutResponse_List": st.one_of(st.lists(message_like, max_size=5), json_values),
+        "message": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(answer_like, json_values))
+def test_any_json_gives_a_page_or_a_typed_error(doc):
+    try:
+        page = parse_page(json.dumps(doc).encode())
+    except (InvalidResponse, ApiCodeError):
+        return
+    assert page.items >= 0
+    assert sum(page.statuses.values()) == page.items
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_give_a_page_or_a_typed_error(raw):
+    with contextlib.suppress(InvalidResponse, ApiCodeError):
+        parse_page(raw)
