@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -204,9 +205,7 @@ def rate_limit(
 ) -> list[Figure]:
     with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
         names = _tags(sim, "rate", tags, pages)
-        config = make_config(
-            sim.url, names, concurrency=concurrency, max_requests_per_second=rate
-        )
+        config = make_config(sim.url, names, concurrency=concurrency, max_requests_per_second=rate)
         sim.call("reset_stats")
         seconds, results = _round(config)
         _messages(results)
@@ -281,8 +280,21 @@ def _measured_round(url: str, tag: str, page_size: int, out: Any) -> None:
     pages = 2 + 10**8 // page_size
     config = make_config(url, [tag], concurrency=8, max_pages=min(pages, 10**6))
     _seconds, results = _round(config)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    out.send((peak, _messages(results)))
+    out.send((peak_rss(), _messages(results)))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set, in bytes.
+
+    VmHWM, not getrusage's ru_maxrss: a child started by fork+exec keeps its parent's ru_maxrss,
+    while VmHWM belongs to the new address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_rss_of_round(url: str, tag: str, page_size: int) -> tuple[int, int]:
@@ -363,9 +375,7 @@ def serving_render(tags: int = 1_000, repeat: int = 15) -> Figure:
     ours.register(SmsCollector(Fixed(), cached=True))
     static = static_registry(ours)
     ours_text, static_text = generate_latest(ours), generate_latest(static)
-    if ours_text.count(b"\n") < tags * 5 or abs(len(ours_text) - len(static_text)) > len(
-        ours_text
-    ):
+    if ours_text.count(b"\n") < tags * 5 or abs(len(ours_text) - len(static_text)) > len(ours_text):
         raise RuntimeError("the two registries do not expose the same series")
     ours_s = statistics.median(_times(lambda: generate_latest(ours), repeat))
     static_s = statistics.median(_times(lambda: generate_latest(static), repeat))

@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run(quick() if args.quick else full())
     elapsed = time.monotonic() - started
     print(table(results))
-    print(f"\n{len(results)} figures in {elapsed:.0f} s; machine: {host['cpus']} CPUs, "
-          f"{host['cpu']}, Python {host['python']}")
+    print(
+        f"\n{len(results)} figures in {elapsed:.0f} s; machine: {host['cpus']} CPUs, "
+        f"{host['cpu']}, Python {host['python']}"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "machine": host,
