@@ -25,13 +25,12 @@ from typing import Any
 import requests
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from smsp_exporter.client import TagCounts
-from smsp_exporter.collector import families
+from smsp_exporter.collector import SmsCollector, families
 from smsp_exporter.config import Config, config_from_dict
-from smsp_exporter.errors import UpstreamError
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.parse import parse_page
 from smsp_exporter.simulator import TagSpec
+from smsp_exporter.snapshot import Snapshot
 from smsp_exporter.web import ExporterServer
 
 from .simproc import API_KEY, SimulatorProcess
@@ -80,23 +79,24 @@ def campaign(name: str, messages: int) -> TagSpec:
     return TagSpec(name, messages, send_spread=0.0, report_delay=30.0)
 
 
-def _round(config: Config) -> tuple[float, dict[str, TagCounts | UpstreamError]]:
-    """One collection round of a fresh exporter: (seconds, results)."""
+def _round(config: Config) -> tuple[float, Snapshot]:
+    """One collection round of a fresh exporter, as a scrape would run it: (seconds, snapshot)."""
     exporter = Exporter(config)
     try:
         started = time.perf_counter()
-        results = exporter.client.fetch_tags(config.tags, time.monotonic() + 600)
-        return time.perf_counter() - started, results
+        snapshot = exporter.poller.run_round(600.0)
+        return time.perf_counter() - started, snapshot
     finally:
         exporter.close()
 
 
-def _messages(results: dict[str, TagCounts | UpstreamError]) -> int:
+def _messages(snapshot: Snapshot) -> int:
+    """Messages counted by a round; raises if a tag failed (the figure would mean nothing)."""
     total = 0
-    for tag, result in results.items():
-        if isinstance(result, UpstreamError):
-            raise RuntimeError(f"tag {tag} failed during the benchmark: {result.reason}")
-        total += result.messages
+    for state in snapshot.tags:
+        if not state.up or state.counts is None:
+            raise RuntimeError(f"tag {state.tag} failed during the benchmark: {state.error}")
+        total += state.counts.messages
     return total
 
 
@@ -357,19 +357,12 @@ def serving_render(tags: int = 1_000, repeat: int = 15) -> Figure:
         config = make_config(
             sim.url, names, concurrency=8, collection={"mode": "background", "interval": "1h"}
         )
-        exporter = Exporter(config)
-        try:
-            snapshot = exporter.poller.run_round(600)
-        finally:
-            exporter.close()
-    if not all(state.up for state in snapshot.tags):
-        raise RuntimeError("the background round failed")
+        _seconds, snapshot = _round(config)
+    _messages(snapshot)
 
-    class Fixed:
-        def snapshot(self, scrape_timeout: float | None = None):
+    class Fixed:  # the background source's answer: the latest round's snapshot
+        def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
             return snapshot
-
-    from smsp_exporter.collector import SmsCollector
 
     ours = CollectorRegistry(auto_describe=False)
     ours.register(SmsCollector(Fixed(), cached=True))
