@@ -15,9 +15,8 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from smsp_exporter.exporter import Exporter
 from smsp_exporter.parse import parse_page
 from smsp_exporter.simulator import TagSpec
 from smsp_exporter.snapshot import Snapshot
-from smsp_exporter.web import ExporterServer
 
 from .simproc import API_KEY, SimulatorProcess
 
@@ -392,41 +390,34 @@ def _times(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-@contextmanager
-def _served(config: Config) -> Iterator[str]:
-    exporter = Exporter(config)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.collector)
-    server = ExporterServer(registry, "127.0.0.1:0")
-    server.start()
-    exporter.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        exporter.close()
-
-
 def concurrent_scrapes(
     scrapes: int = 10, tags: int = 20, concurrency: int = 4, latency: float = 0.05
 ) -> Figure:
-    """Simultaneous scrapes in scrape mode: upstream connections opened / concurrency."""
+    """Simultaneous scrapes in scrape mode: upstream connections opened / concurrency.
+
+    Each scrape is what the HTTP server's thread does for ``/metrics``: ``generate_latest`` of
+    the registry holding the collector, here from ``scrapes`` threads released at once."""
     with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
         names = _tags(sim, "scrape", tags, 2)
-        config = make_config(sim.url, names, concurrency=concurrency)
-        with _served(config) as base:
+        exporter = Exporter(make_config(sim.url, names, concurrency=concurrency))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exporter.collector)
+        barrier = threading.Barrier(scrapes)
+
+        def scrape(_: int) -> bytes:
+            barrier.wait(10)
+            return generate_latest(registry)
+
+        try:
             sim.call("reset_stats")
-            barrier = threading.Barrier(scrapes)
-
-            def scrape(_: int) -> int:
-                barrier.wait(10)
-                return requests.get(f"{base}/metrics", timeout=60).status_code
-
             with ThreadPoolExecutor(scrapes) as pool:
-                codes = list(pool.map(scrape, range(scrapes)))
+                texts = list(pool.map(scrape, range(scrapes)))
             stats = sim.stats()
-    if codes != [200] * scrapes:
-        raise RuntimeError(f"scrapes failed: {codes}")
+        finally:
+            exporter.close()
+    up = f'sms_up{{tag="{names[0]}"}} 1.0'.encode()
+    if not all(up in text for text in texts):
+        raise RuntimeError("a scrape did not get the tags' counts")
     opened = stats["connections"]
     return figure(
         "scrape_connections",
