@@ -80,9 +80,11 @@ def _int_field(value: object, key: str) -> int | None:
 
 
 def _date(value: object, index: int) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) > MAX_DATE_DIGITS:
+            raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_DATE_DIGITS:
         return value
     raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
 
@@ -231,7 +233,11 @@ def aggregate(doc: Mapping[str, object]) -> Page:
 
 
 def _raw_fingerprint(raw: msgspec.Raw, items: int) -> int:
-    """A cheap identity of a page: its size and bytes of its list's start, middle and end."""
+    """A cheap identity of a page: its size and bytes of its list's start, middle and end.
+
+    Pages read by the reference path are fingerprinted from their decoded messages instead
+    (:func:`_fingerprint`): a repeat is still found, as the pages of one tag in one round take
+    the same path unless the API changes the shape of its answers within the round."""
     if not items:
         return 0
     view = memoryview(raw)
