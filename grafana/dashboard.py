@@ -64,40 +64,54 @@ def value_map(mapping: dict[str, tuple[str, str]]) -> list[model.ValueMapping]:
 NOT_DELIVERED_THRESHOLDS = ((None, "green"), (WARNING_SHARE, "orange"), (CRITICAL_SHARE, "red"))
 
 
-def share_gauge(panel_id: int, title: str, expr: str, description: str, steps) -> bargauge.Panel:
+def titled(panel, panel_id: int, title: str, description: str, target: prom.Dataquery):
+    """The settings every panel shares: id, title, help text, data source, query."""
     return (
-        bargauge.Panel()
-        .id(panel_id)
+        panel.id(panel_id)
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
-        .with_target(query(expr, "{{tag}}", instant=True))
+        .with_target(target)
+    )
+
+
+def last_value():
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"])
+
+
+def share_gauge(panel_id: int, title: str, expr: str, description: str, steps) -> bargauge.Panel:
+    return (
+        titled(bargauge.Panel(), panel_id, title, description, query(expr, "{{tag}}", instant=True))
         .unit("percentunit")
         .min(0)
         .max(1)
         .thresholds(thresholds(*steps))
         .display_mode(common.BarGaugeDisplayMode.GRADIENT)
         .orientation(common.VizOrientation.HORIZONTAL)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
+        .reduce_options(last_value())
         .span(8)
         .height(8)
     )
 
 
-def per_tag_stat(panel_id: int, title: str, expr: str, description: str) -> stat.Panel:
+def tag_stat(
+    panel_id: int, title: str, expr: str, description: str, color: common.BigValueColorMode
+) -> stat.Panel:
+    """One big value per tag, its name beside it."""
     return (
-        stat.Panel()
-        .id(panel_id)
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, "{{tag}}", instant=True))
-        .unit("short")
-        .decimals(0)
-        .color_mode(common.BigValueColorMode.NONE)
+        titled(stat.Panel(), panel_id, title, description, query(expr, "{{tag}}", instant=True))
+        .color_mode(color)
         .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
+        .reduce_options(last_value())
+    )
+
+
+def per_tag_stat(panel_id: int, title: str, expr: str, description: str) -> stat.Panel:
+    return (
+        tag_stat(panel_id, title, expr, description, common.BigValueColorMode.NONE)
+        .unit("short")
+        .decimals(0)
         .span(4)
         .height(8)
     )
@@ -107,17 +121,8 @@ def state_stat(
     panel_id: int, title: str, expr: str, description: str, mapping: dict[str, tuple[str, str]]
 ) -> stat.Panel:
     return (
-        stat.Panel()
-        .id(panel_id)
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, "{{tag}}", instant=True))
+        tag_stat(panel_id, title, expr, description, common.BigValueColorMode.BACKGROUND)
         .mappings(value_map(mapping))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]))
         .span(8)
         .height(6)
     )
@@ -135,12 +140,7 @@ def graph(
     span: int = 12,
 ) -> timeseries.Panel:
     panel = (
-        timeseries.Panel()
-        .id(panel_id)
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .with_target(query(expr, legend))
+        titled(timeseries.Panel(), panel_id, title, description, query(expr, legend))
         .unit(unit)
         .fill_opacity(20 if stacked else 10)
         .legend(
