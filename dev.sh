@@ -41,8 +41,8 @@ system_packages() {
 }
 
 lint() {
-    "$VENV/bin/ruff" check smsp_exporter tests benchmarks
-    "$VENV/bin/ruff" format --check smsp_exporter tests benchmarks
+    "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks
+    "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks
 }
 
 case "${1:-}" in
