@@ -136,7 +136,7 @@ def _serve(config: Config, listen: str, *, demo: bool) -> int:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(exporter.collector)
-    server = ExporterServer(registry, listen, version=__version__)
+    server = ExporterServer(registry, listen, version=__version__, extra_routes=exporter.routes())
     try:
         server.start()
     except (OSError, ValueError) as err:
