@@ -2,7 +2,8 @@
 
 Prometheus is the scale-out engine: service discovery (``file_sd``, ``http_sd``) lists the tags
 as targets, ``hashmod`` relabelling spreads them over several exporter replicas, and each
-replica collects, per probe, just the tag it is asked (``deploy/prometheus/prometheus-sharded.yml``).
+replica collects, per probe, just the tag it is asked
+(``deploy/prometheus/prometheus-sharded.yml``).
 
 Only the tags the configuration allows may be probed (``probe.allowed_tags`` and/or
 ``probe.allowed_pattern``, matched against the whole tag): anything else is answered 403
