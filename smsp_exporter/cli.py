@@ -122,6 +122,7 @@ def _start_demo():
                 "concurrency": 8,
             },
             "tags": [spec.name for spec in DEMO_TAGS],
+            "account": {"enabled": True},
         },
         source="<demo>",
     )
