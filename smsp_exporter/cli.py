@@ -122,6 +122,7 @@ def _start_demo():
                 "concurrency": 8,
             },
             "tags": [spec.name for spec in DEMO_TAGS],
+            "account": {"enabled": True},
         },
         source="<demo>",
     )
@@ -136,7 +137,7 @@ def _serve(config: Config, listen: str, *, demo: bool) -> int:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(exporter.collector)
-    server = ExporterServer(registry, listen, version=__version__)
+    server = ExporterServer(registry, listen, version=__version__, extra_routes=exporter.routes())
     try:
         server.start()
     except (OSError, ValueError) as err:

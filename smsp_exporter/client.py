@@ -248,24 +248,7 @@ class SmsPartnerClient:
         return None
 
     def _attempt(self, params: Mapping[str, str | int], deadline: float | None) -> Page:
-        self.limiter.acquire(deadline)
-        timeout = self.api.timeout
-        if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
-            if timeout <= 0:
-                raise DeadlineExceeded("no time left for the request")
-        with self._lock:
-            self.requests_made += 1
-        try:
-            with self.session.get(self.url, params=params, timeout=timeout, stream=True) as resp:
-                body = _read_body(resp)
-                status = resp.status_code
-                retry_after_header = resp.headers.get("Retry-After")
-        except requests.Timeout:
-            raise RequestTimeout(f"no answer within {timeout:.3g} s") from None
-        except requests.RequestException as err:
-            # str(err) holds the URL and so the key: only the exception's type is kept.
-            raise ConnectionFailed(f"request failed ({type(err).__name__})") from None
+        status, body, retry_after_header = self._get(self.url, params, deadline)
         try:
             return parse_page(body)
         except InvalidResponse:
@@ -275,6 +258,37 @@ class SmsPartnerClient:
                     error.retry_after = self._retry_after(retry_after_header)
                 raise error from None
             raise
+
+    def get_endpoint(self, endpoint: str, deadline: float | None = None) -> tuple[int, bytes]:
+        """One GET of ``{api.url}/{endpoint}?apiKey=...`` (e.g. ``me``): rate-limited, counted
+        in ``requests_made``, not retried. Returns the HTTP status and the body."""
+        status, body, _ = self._get(
+            f"{self.api.url}/{endpoint}", {"apiKey": self.api.key}, deadline
+        )
+        return status, body
+
+    def _get(
+        self, url: str, params: Mapping[str, str | int], deadline: float | None
+    ) -> tuple[int, bytes, str | None]:
+        self.limiter.acquire(deadline)
+        timeout = self.api.timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise DeadlineExceeded("no time left for the request")
+        with self._lock:
+            self.requests_made += 1
+        try:
+            with self.session.get(url, params=params, timeout=timeout, stream=True) as resp:
+                body = _read_body(resp)
+                status = resp.status_code
+                retry_after_header = resp.headers.get("Retry-After")
+        except requests.Timeout:
+            raise RequestTimeout(f"no answer within {timeout:.3g} s") from None
+        except requests.RequestException as err:
+            # str(err) holds the URL and so the key: only the exception's type is kept.
+            raise ConnectionFailed(f"request failed ({type(err).__name__})") from None
+        return status, body, retry_after_header
 
     def _retry_after(self, header: str | None) -> float | None:
         if not header:

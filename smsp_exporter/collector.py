@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .account import account_families
 from .snapshot import Snapshot, Source
 
 # Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
@@ -74,6 +75,17 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         "Collections of the tag cut short, by reason (page_cap, page_ignored, short_page)",
         labels=["tag", "reason"],
     )
+    oldest_waiting = GaugeMetricFamily(
+        "sms_oldest_waiting_timestamp_seconds",
+        "Oldest 'date' (Unix time) among the tag's messages still Waiting for a delivery report; "
+        "absent when none waits" + note,
+        labels=["tag"],
+    )
+    newest = GaugeMetricFamily(
+        "sms_last_status_timestamp_seconds",
+        "Newest 'date' (Unix time) among the tag's messages: its latest send or report" + note,
+        labels=["tag"],
+    )
     for state in snapshot.tags:
         tag = state.tag
         up.add_metric([tag], 1.0 if state.up else 0.0)
@@ -91,6 +103,10 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
             complete.add_metric([tag], 1.0 if counts.complete else 0.0)
             if counts.total_reported is not None:
                 reported.add_metric([tag], float(counts.total_reported))
+            if counts.oldest_waiting is not None:
+                oldest_waiting.add_metric([tag], float(counts.oldest_waiting))
+            if counts.newest is not None:
+                newest.add_metric([tag], float(counts.newest))
         for reason in COMMON_ERROR_REASONS:
             errors.add_metric([tag, reason], float(state.errors.get(reason, 0)))
         for reason, value in sorted(state.errors.items()):
@@ -106,7 +122,7 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         "sms_exporter_build_info", "Build of smsp-exporter; always 1", labels=["version"]
     )
     build.add_metric([__version__], 1.0)
-    return [
+    per_tag = [
         status,
         stop,
         up,
@@ -116,9 +132,27 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         reported,
         errors,
         truncations,
-        requests_total,
-        build,
+        oldest_waiting,
+        newest,
     ]
+    _label_templates(per_tag, snapshot)
+    account = list(account_families(snapshot.account)) if snapshot.account is not None else []
+    return [*per_tag, *account, requests_total, build]
+
+
+def _label_templates(per_tag: list[Metric], snapshot: Snapshot) -> None:
+    """Give the series of tags expanded from a template a ``template`` label (static tags have
+    none), so that ``sum by (template)`` adds up a rolling campaign."""
+    templates = {state.tag: state.template for state in snapshot.tags if state.template}
+    if not templates:
+        return
+    for family in per_tag:
+        family.samples = [
+            sample._replace(labels={**sample.labels, "template": templates[sample.labels["tag"]]})
+            if sample.labels.get("tag") in templates
+            else sample
+            for sample in family.samples
+        ]
 
 
 class SmsCollector(Collector):

@@ -19,6 +19,14 @@ file, or ``(yaml)`` for a YAML syntax error. No message ever contains the API ke
       keep_last_values: false
     tags:
       - montag
+      - template: "relance-{date:%Y%m%d}"   # rolling tags, see tags.py
+        days: 7
+        timezone: Europe/Paris
+    probe:                   # which tags /probe?tag=... may collect (default: none)
+      allowed_tags: [a, b]
+      allowed_pattern: "^promo-[a-z0-9-]+$"  # matched against the whole tag
+    account:
+      enabled: false         # read the account's credit (GET /v1/me) once per round
 
 A ``null`` value (``timeout:`` with nothing after it) means "use the default".
 """
@@ -37,6 +45,8 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 import yaml
+
+from .tags import TagTemplate, parse_template
 
 DEFAULT_API_URL = "https://api.smspartner.fr/v1"
 
@@ -81,12 +91,43 @@ class CollectionConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Which tags ``/probe?tag=...`` may collect: those listed, and those matching the pattern
+    (the whole tag). Nothing else: a probe costs API calls."""
+
+    allowed_tags: frozenset[str] = frozenset()
+    allowed_pattern: re.Pattern[str] | None = None
+
+    def allows(self, tag: str) -> bool:
+        if tag in self.allowed_tags:
+            return True
+        return self.allowed_pattern is not None and self.allowed_pattern.fullmatch(tag) is not None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_tags) or self.allowed_pattern is not None
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """Whether the account's credit is read (``GET /v1/me``, once per round)."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
-    """The whole, checked configuration."""
+    """The whole, checked configuration.
+
+    ``tags`` are the static tags; ``tag_templates`` add, each round, the tags of the last days
+    (see :mod:`smsp_exporter.tags`)."""
 
     tags: tuple[str, ...]
     api: ApiConfig = ApiConfig()
     collection: CollectionConfig = CollectionConfig()
+    tag_templates: tuple[TagTemplate, ...] = ()
+    probe: ProbeConfig = ProbeConfig()
+    account: AccountConfig = AccountConfig()
     source: str = "<memory>"
     key_source: str = ""
     warnings: tuple[str, ...] = ()
@@ -303,7 +344,7 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------------------------
 # Checking
 
-_TOP_KEYS = ("api", "collection", "tags")
+_TOP_KEYS = ("account", "api", "collection", "probe", "tags")
 _API_KEYS = (
     "url",
     "key",
@@ -315,6 +356,9 @@ _API_KEYS = (
     "retries",
 )
 _COLLECTION_KEYS = ("mode", "interval", "min_interval", "keep_last_values")
+_TEMPLATE_KEYS = ("template", "days", "timezone")
+_PROBE_KEYS = ("allowed_tags", "allowed_pattern")
+_ACCOUNT_KEYS = ("enabled",)
 _MODES = ("scrape", "background")
 
 
@@ -335,19 +379,25 @@ class _Builder:
         if not isinstance(data, Mapping):
             self.fail(
                 TOP_LEVEL,
-                f"expected a mapping with the keys {', '.join(_TOP_KEYS)}, got {_describe(data)}",
+                f"expected a mapping with the keys api, collection, tags, got {_describe(data)}",
             )
         self.check_keys(data, "", _TOP_KEYS)
         api_data = self.section(data, "api", _API_KEYS)
         collection_data = self.section(data, "collection", _COLLECTION_KEYS)
+        probe_data = self.section(data, "probe", _PROBE_KEYS)
+        account_data = self.section(data, "account", _ACCOUNT_KEYS)
         api = self.api(api_data)
         collection = self.collection(collection_data)
-        tags, warnings = self.tags(data)
+        probe = self.probe(probe_data)
+        tags, templates, warnings = self.tags(data, probe_only=probe.enabled)
         key, key_source = self.api_key(api_data)
         return Config(
             tags=tags,
             api=ApiConfig(key=key, **api),
             collection=CollectionConfig(**collection),
+            tag_templates=templates,
+            probe=probe,
+            account=AccountConfig(enabled=self.boolean(account_data, "account", "enabled", False)),
             source=self.source,
             key_source=key_source,
             warnings=warnings,
@@ -415,10 +465,17 @@ class _Builder:
             "keep_last_values": keep,
         }
 
-    def tags(self, data: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def tags(
+        self, data: Mapping, *, probe_only: bool = False
+    ) -> tuple[tuple[str, ...], tuple[TagTemplate, ...], tuple[str, ...]]:
+        """Static tags, templates and warnings. With ``probe`` set, no tag is needed."""
         if "tags" not in data:
+            if probe_only:
+                return (), (), ()
             self.fail("tags", "missing: list the SMS Partner tags to export")
         value = data["tags"]
+        if not value and probe_only and isinstance(value, list | tuple | type(None)):
+            return (), (), ()
         if value is None:
             self.fail("tags", "empty: list at least one SMS Partner tag")
         if not isinstance(value, list | tuple):
@@ -427,9 +484,22 @@ class _Builder:
         if not value:
             self.fail("tags", "empty: list at least one SMS Partner tag")
         first_seen: dict[str, int] = {}
+        static: list[str] = []
+        templates: list[TagTemplate] = []
         warnings = []
         for index, tag in enumerate(value):
             path = f"tags[{index}]"
+            if isinstance(tag, Mapping):
+                template = self.template(tag, path)
+                if template.template in first_seen:
+                    self.fail(
+                        f"{path}.template",
+                        f"duplicate template (also tags[{first_seen[template.template]}])",
+                    )
+                first_seen[template.template] = index
+                templates.append(template)
+                warnings.extend(self.tag_warnings(f"{path}.template", template.expand(0)[0]))
+                continue
             if not isinstance(tag, str):
                 self.fail(path, f"expected a string, got {_describe(tag)}{_quote_hint(tag)}")
             if not tag:
@@ -437,14 +507,52 @@ class _Builder:
             if tag in first_seen:
                 self.fail(path, f"duplicate tag {tag!r} (also tags[{first_seen[tag]}])")
             first_seen[tag] = index
-            broken = _tag_rules_broken(tag)
-            if broken:
-                warnings.append(
-                    f"{path}: tag {tag!r} can never match: SMS Partner tags are at most "
-                    f"{TAG_MAX_LENGTH} characters, lowercase, without spaces "
-                    f"(this one has {_and(broken)})"
+            static.append(tag)
+            warnings.extend(self.tag_warnings(path, tag))
+        return tuple(static), tuple(templates), tuple(warnings)
+
+    def tag_warnings(self, path: str, tag: str) -> list[str]:
+        broken = _tag_rules_broken(tag)
+        if not broken:
+            return []
+        return [
+            f"{path}: tag {tag!r} can never match: SMS Partner tags are at most "
+            f"{TAG_MAX_LENGTH} characters, lowercase, without spaces "
+            f"(this one has {_and(broken)})"
+        ]
+
+    def template(self, data: Mapping, path: str) -> TagTemplate:
+        self.check_keys(data, path, _TEMPLATE_KEYS)
+        if "template" not in data:
+            self.fail(f"{path}.template", "missing: a tag with a {date:FORMAT} placeholder")
+        try:
+            return parse_template(data.get("template"), data.get("days"), data.get("timezone"))
+        except ValueError as exc:
+            key, _, problem = str(exc).partition(": ")
+            self.fail(f"{path}.{key}", problem)
+
+    def probe(self, data: Mapping) -> ProbeConfig:
+        listed = data.get("allowed_tags")
+        if listed is None:
+            listed = []
+        if not isinstance(listed, list | tuple):
+            self.fail("probe.allowed_tags", f"expected a list of tags, got {_describe(listed)}")
+        for index, tag in enumerate(listed):
+            if not isinstance(tag, str) or not tag:
+                self.fail(
+                    f"probe.allowed_tags[{index}]",
+                    f"expected a non-empty string, got {_describe(tag)}{_quote_hint(tag)}",
                 )
-        return tuple(value), tuple(warnings)
+        pattern = data.get("allowed_pattern")
+        compiled = None
+        if pattern is not None:
+            if not isinstance(pattern, str) or not pattern:
+                self.fail("probe.allowed_pattern", f"expected a regex, got {_describe(pattern)}")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                self.fail("probe.allowed_pattern", f"invalid regular expression: {exc}")
+        return ProbeConfig(frozenset(listed), compiled)
 
     # -- the API key
 
@@ -537,6 +645,14 @@ class _Builder:
         if not parts.hostname:
             self.fail(path, "has no host name")
         return value.rstrip("/")
+
+    def boolean(self, data: Mapping, section: str, name: str, default: bool) -> bool:
+        value = data.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(f"{section}.{name}", f"expected true or false, got {_describe(value)}")
+        return value
 
     def duration(
         self, data: Mapping, section: str, name: str, default: float, *, positive: bool

@@ -12,10 +12,13 @@ This is also how to embed it in another Python process::
 
 from __future__ import annotations
 
+from .api import TagsApi
 from .client import SmsPartnerClient
 from .collector import SmsCollector
 from .config import Config
+from .probe import ProbeApp
 from .snapshot import BackgroundSource, Poller, ScrapeSource
+from .web import WSGIApp
 
 
 class Exporter:
@@ -30,6 +33,12 @@ class Exporter:
         else:
             self.source = ScrapeSource(self.poller)
         self.collector = SmsCollector(self.source, cached=self.background)
+        self.probe = ProbeApp(config, self.client)
+        self.tags_api = TagsApi(self.source)
+
+    def routes(self) -> dict[str, WSGIApp]:
+        """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
+        return {"/probe": self.probe, "/api/v1/tags": self.tags_api}
 
     def start(self) -> Exporter:
         """Start the background refresher, if the mode has one."""
@@ -40,6 +49,7 @@ class Exporter:
     def close(self) -> None:
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
+        self.poller.close()
         self.client.close()
 
     def __enter__(self) -> Exporter:

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+from .account import AccountReader, AccountState
 from .client import SmsPartnerClient, TagCounts
 from .config import Config
 from .errors import UpstreamError
+from .tags import expand_tags
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class TagState:
     last_success: float | None = None  # Unix time
     errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     truncations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    template: str | None = None  # the tag template this tag was expanded from
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class Snapshot:
     taken_at: float  # Unix time the round ended
     duration: float  # seconds
     upstream_requests: int  # cumulative HTTP requests sent upstream
+    account: AccountState | None = None  # None when account.enabled is false
 
 
 class Source(Protocol):
@@ -63,7 +67,10 @@ class Source(Protocol):
 
 
 class Poller:
-    """Runs rounds and keeps what outlives one: error counters, last successes."""
+    """Runs rounds and keeps what outlives one: error counters, last successes.
+
+    The tags of a round are the static ones plus the templates' expansion at the round's start;
+    what is kept of an expanded tag is dropped once it leaves its template's window."""
 
     def __init__(self, config: Config, client: SmsPartnerClient) -> None:
         self.config = config
@@ -72,22 +79,63 @@ class Poller:
         self._truncations: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
         self._last_good: dict[str, TagCounts] = {}
         self._last_success: dict[str, float] = {}
+        self.account = AccountReader(client) if config.account.enabled else None
+        self._fold_lock = threading.Lock()  # /probe folds from several threads at once
         self.latest: Snapshot | None = None
+
+    def round_tags(self, now: float | None = None) -> dict[str, str | None]:
+        """This round's tags, each mapped to its template (None for a static tag)."""
+        now = time.time() if now is None else now
+        return expand_tags(self.config.tags, self.config.tag_templates, now)
 
     def run_round(self, budget: float) -> Snapshot:
         started = time.monotonic()
         deadline = started + budget
-        results = self.client.fetch_tags(self.config.tags, deadline)
-        duration = time.monotonic() - started
-        now = time.time()
-        states = tuple(self._fold(tag, results[tag], duration, now) for tag in self.config.tags)
-        snapshot = Snapshot(states, now, duration, self.client.requests_made)
+        tags = self.round_tags()
+        account = self.account.start(deadline) if self.account is not None else None
+        states = self.collect(tags, deadline)
+        for gone in set(self._errors) - set(tags):
+            self._forget(gone)
+        account_state = None
+        if self.account is not None and account is not None:
+            account_state = self.account.finish(account, deadline)
+        snapshot = Snapshot(
+            states,
+            time.time(),
+            time.monotonic() - started,
+            self.client.requests_made,
+            account_state,
+        )
         self.latest = snapshot
         return snapshot
 
-    def _fold(self, tag: str, result: TagCounts | UpstreamError, duration: float, now: float):
-        errors = self._errors[tag]
-        truncations = self._truncations[tag]
+    def collect(self, tags: Mapping[str, str | None], deadline: float) -> tuple[TagState, ...]:
+        """Collect ``tags`` (tag -> template) now and fold the results in."""
+        started = time.monotonic()
+        results = self.client.fetch_tags(tags, deadline)
+        duration = time.monotonic() - started
+        now = time.time()
+        with self._fold_lock:
+            return tuple(
+                self._fold(tag, results[tag], duration, now, template)
+                for tag, template in tags.items()
+            )
+
+    def _forget(self, tag: str) -> None:
+        with self._fold_lock:
+            for kept in (self._errors, self._truncations, self._last_good, self._last_success):
+                kept.pop(tag, None)
+
+    def _fold(
+        self,
+        tag: str,
+        result: TagCounts | UpstreamError,
+        duration: float,
+        now: float,
+        template: str | None = None,
+    ) -> TagState:
+        errors = self._errors.setdefault(tag, {})
+        truncations = self._truncations.setdefault(tag, {})
         if isinstance(result, UpstreamError):
             errors[result.reason] = errors.get(result.reason, 0) + 1
             log.warning(
@@ -116,12 +164,21 @@ class Poller:
             last_success=self._last_success.get(tag),
             errors=MappingProxyType(dict(errors)),
             truncations=MappingProxyType(dict(truncations)),
+            template=template,
         )
 
     def pending(self) -> Snapshot:
         """A snapshot for before the first round: every tag down, nothing counted."""
-        states = tuple(TagState(tag=tag, up=False, counts=None) for tag in self.config.tags)
-        return Snapshot(states, time.time(), 0.0, self.client.requests_made)
+        states = tuple(
+            TagState(tag=tag, up=False, counts=None, template=template)
+            for tag, template in self.round_tags().items()
+        )
+        account = self.account.pending() if self.account is not None else None
+        return Snapshot(states, time.time(), 0.0, self.client.requests_made, account)
+
+    def close(self) -> None:
+        if self.account is not None:
+            self.account.close()
 
 
 class ScrapeSource:

@@ -58,7 +58,7 @@ def serve(config: Config) -> Iterator[str]:
     exporter = Exporter(config)
     registry = CollectorRegistry()
     registry.register(exporter.collector)
-    server = ExporterServer(registry, "127.0.0.1:0")
+    server = ExporterServer(registry, "127.0.0.1:0", extra_routes=exporter.routes())
     server.start()
     exporter.start()
     try:

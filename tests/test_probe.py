@@ -1,0 +1,81 @@
+"""/probe?tag=...: one tag on demand, restricted by the configuration."""
+
+from __future__ import annotations
+
+import requests
+
+from smsp_exporter.config import config_from_dict
+
+from .conftest import API_KEY, campaign, samples, scrape, serve, statuses_of, value
+
+
+def probe_config(sim, **extra):
+    return config_from_dict(
+        {
+            "api": {"url": sim.url, "key": API_KEY, "max_requests_per_second": 0, "retries": 0},
+            "probe": {"allowed_tags": ["listed"], "allowed_pattern": "promo-[a-z]+"},
+            **extra,
+        },
+        env={},
+    )
+
+
+def probe(url, tag=None, **params):
+    if tag is not None:
+        params["tag"] = tag
+    return requests.get(f"{url}/probe", params=params, timeout=20)
+
+
+def test_probe_collects_only_the_asked_tag(sim):
+    sim.add_tag(campaign("listed", 25, delivered=1.0, not_delivered=0.0, report_delay=0.001))
+    sim.add_tag(campaign("promo-noel", 7))
+    sim.advance(60)
+    with serve(probe_config(sim)) as url:
+        answer = probe(url, "listed", **{"unused": "1"})
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=")
+        found = samples(answer.text)
+        assert statuses_of(found, "listed") == {"Delivered": 25, "Not delivered": 0, "Waiting": 0}
+        assert value(found, "sms_up", tag="listed") == 1
+        assert {dict(labels)["tag"] for _, labels in found} == {"listed"}
+        assert "sms_api_requests_total" not in answer.text  # exporter metrics stay on /metrics
+        assert "sms_exporter_build_info" not in answer.text
+        assert sim.stats()["by_tag"] == {"listed": 3}  # its 3 pages, nothing else
+        assert probe(url, "promo-noel").status_code == 200  # by the pattern
+        metrics = scrape(url)
+    assert value(metrics, "sms_api_requests_total") == 4  # 3 + 1 pages, all through /probe
+    assert not any("tag" in dict(labels) for _, labels in samples(metrics))  # no static tags
+
+
+def test_probe_refuses_what_is_not_allowed_without_calling_the_api(sim):
+    with serve(probe_config(sim)) as url:
+        assert probe(url).status_code == 400
+        assert probe(url, "").status_code == 400
+        assert requests.get(f"{url}/probe?tag=listed&tag=x", timeout=5).status_code == 400
+        for tag in ("other", "promo-noel2", "xpromo-noel", "promo-noel\n", "listed "):
+            answer = probe(url, tag)
+            assert answer.status_code == 403, tag
+            assert tag.strip() not in answer.text or tag.strip() == "listed"
+        assert requests.post(f"{url}/probe?tag=listed", timeout=5).status_code == 405
+    assert sim.stats()["requests"] == 0
+
+
+def test_probe_without_a_probe_section_refuses_everything(sim):
+    sim.add_tag(campaign("a", 3))
+    config = config_from_dict({"api": {"url": sim.url, "key": API_KEY}, "tags": ["a"]}, env={})
+    with serve(config) as url:
+        assert probe(url, "a").status_code == 403
+
+
+def test_probe_error_counters_survive_between_probes(sim):
+    sim.add_tag(campaign("listed", 3))
+    sim.set_fault("listed", "http_status", status=500, times=2)
+    with serve(probe_config(sim)) as url:
+        probe(url, "listed")
+        found = samples(probe(url, "listed").text)
+        assert value(found, "sms_api_errors_total", tag="listed", reason="http_500") == 2
+        assert value(found, "sms_up", tag="listed") == 0
+        found = samples(probe(url, "listed").text)
+    assert value(found, "sms_up", tag="listed") == 1
+    assert value(found, "sms_api_errors_total", tag="listed", reason="http_500") == 2
+    assert value(found, "sms_last_success_timestamp_seconds", tag="listed") is not None
