@@ -1,0 +1,119 @@
+"""Configuration reload (SIGHUP, ``POST /-/reload``): a new config replaces the old one whole.
+
+:class:`Reloader` loads the configuration again; when it is valid, a new :class:`Exporter` is
+built and swapped in atomically (a scrape sees the old one or the new one, never a mix) and the
+old one is closed. When it is not, the old exporter keeps serving, the error is logged on one
+line and ``sms_config_last_reload_successful`` drops to 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import Config, ConfigError
+from .exporter import Exporter
+from .logs import add_secret
+
+__all__ = ["Reloader", "reload_route"]
+
+log = logging.getLogger(__name__)
+
+
+class Reloader(Collector):
+    """Holds the current exporter; collects its metrics and the reload metrics.
+
+    ``load`` returns a new :class:`Config` or raises :class:`ConfigError`.
+    """
+
+    def __init__(self, load: Callable[[], Config], config: Config) -> None:
+        self._load = load
+        self._reload_lock = threading.Lock()  # one reload at a time
+        self._exporter = Exporter(config)
+        self._successful = True
+        self._success_time = time.time()
+
+    @property
+    def exporter(self) -> Exporter:
+        return self._exporter
+
+    def start(self) -> Reloader:
+        self._exporter.start()
+        return self
+
+    def close(self) -> None:
+        with self._reload_lock:
+            self._exporter.close()
+
+    def reload(self) -> bool:
+        """Load the configuration again. True if the new one is now serving."""
+        with self._reload_lock:
+            try:
+                config = self._load()
+            except ConfigError as err:
+                self._successful = False
+                log.error("config reload failed, the previous configuration stays: %s", err)
+                return False
+            add_secret(config.api.key)
+            for warning in config.warnings:
+                log.warning("%s: %s", config.source, warning)
+            new = Exporter(config).start()
+            old, self._exporter = self._exporter, new  # a reference swap is atomic
+            self._successful = True
+            self._success_time = time.time()
+        # A scrape still using the old exporter finishes its round; its client then errors out
+        # rather than hanging.
+        old.close()
+        log.info(
+            "config reloaded",
+            extra={"tags": len(config.tags), "mode": config.collection.mode},
+        )
+        return True
+
+    # -- Collector --
+
+    def collect(self) -> Iterator[Metric]:
+        exporter = self._exporter
+        yield from exporter.collector.collect()
+        ok = GaugeMetricFamily(
+            "sms_config_last_reload_successful",
+            "1 if the last configuration (re)load succeeded, else 0",
+        )
+        ok.add_metric([], 1.0 if self._successful else 0.0)
+        yield ok
+        when = GaugeMetricFamily(
+            "sms_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration (re)load",
+        )
+        when.add_metric([], self._success_time)
+        yield when
+
+    def describe(self) -> list[Metric]:
+        # Registering must not trigger a round of API calls.
+        return []
+
+
+def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[bytes]]:
+    """A WSGI app for ``/-/reload``: POST reloads (200, or 500 if the new config is refused)."""
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if str(environ.get("REQUEST_METHOD", "")).upper() != "POST":
+            status, body, headers = "405 Method Not Allowed", b"only POST\n", [("Allow", "POST")]
+        elif reloader.reload():
+            status, body, headers = "200 OK", b"config reloaded\n", []
+        else:
+            # The reason is in the log; an HTTP answer says nothing about the config's content.
+            status, body, headers = (
+                "500 Internal Server Error",
+                b"config reload failed: the previous configuration stays (see the log)\n",
+                [],
+            )
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+        return [body]
+
+    return app
