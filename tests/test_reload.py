@@ -1,0 +1,126 @@
+"""Config reload on a real process: SIGHUP and POST /-/reload; a bad config keeps the old one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from smsp_exporter.config import load_config
+from smsp_exporter.logs import clear_secrets, redact
+from smsp_exporter.reload import Reloader
+
+from .conftest import API_KEY, campaign, samples, value
+from .test_cli import free_port, wait_until_up, write_config
+
+
+def metrics(url: str) -> dict:
+    return samples(requests.get(f"{url}/metrics", timeout=10).text)
+
+
+def eventually(check: Callable[[], bool], limit: float = 10) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    pytest.fail("condition not met in time")
+
+
+@pytest.fixture
+def running(sim, tmp_path):
+    sim.add_tag(campaign("promo", 12))
+    sim.add_tag(campaign("relance", 5))
+    port = free_port()
+    path = write_config(tmp_path, sim.url)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsp_exporter",
+            "--config.file",
+            str(path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SMSP_API_KEY": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc)
+        yield proc, url, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_sighup_reloads_the_tags(running, sim):
+    proc, url, tmp_path = running
+    before = metrics(url)
+    assert value(before, "sms_up", tag="promo") == 1
+    assert value(before, "sms_up", tag="relance") is None
+    assert value(before, "sms_config_last_reload_successful") == 1
+    write_config(tmp_path, sim.url, tags=("promo", "relance"))
+    proc.send_signal(signal.SIGHUP)
+    eventually(lambda: value(metrics(url), "sms_up", tag="relance") == 1)
+    after = metrics(url)
+    assert value(after, "sms_config_last_reload_successful") == 1
+    assert value(after, "sms_config_last_reload_success_timestamp_seconds") >= value(
+        before, "sms_config_last_reload_success_timestamp_seconds"
+    )
+
+
+def test_post_reload_and_a_bad_config_keeps_the_old_one(running, sim):
+    proc, url, tmp_path = running
+    first = metrics(url)
+    stamp = value(first, "sms_config_last_reload_success_timestamp_seconds")
+
+    assert requests.get(f"{url}/-/reload", timeout=5).status_code == 405
+    (tmp_path / "config.yaml").write_text("api:\n  timout: 3s\ntags: [promo]\n")
+    answer = requests.post(f"{url}/-/reload", timeout=10)
+    assert answer.status_code == 500
+    assert "timout" not in answer.text  # the reason goes to the log, not to HTTP clients
+    bad = metrics(url)
+    assert value(bad, "sms_config_last_reload_successful") == 0
+    assert value(bad, "sms_config_last_reload_success_timestamp_seconds") == stamp
+    assert value(bad, "sms_up", tag="promo") == 1  # the old config keeps serving
+
+    write_config(tmp_path, sim.url, tags=("relance",))
+    answer = requests.post(f"{url}/-/reload", timeout=10)
+    assert answer.status_code == 200
+    good = metrics(url)
+    assert value(good, "sms_config_last_reload_successful") == 1
+    assert value(good, "sms_up", tag="relance") == 1
+    assert value(good, "sms_up", tag="promo") is None
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    _, stderr = proc.communicate(timeout=5)
+    failures = [line for line in stderr.splitlines() if "reload failed" in line]
+    assert len(failures) == 1 and "api.timout" in failures[0]
+    assert API_KEY not in stderr and "Traceback" not in stderr
+
+
+def test_a_reloaded_key_is_registered_for_redaction(sim, tmp_path):
+    new_key = "sk-ROTATED-0c8e1d2f3a4b5c6d"
+    path = write_config(tmp_path, sim.url)
+    reloader = Reloader(lambda: load_config(path), load_config(path))
+    try:
+        (tmp_path / "key.txt").write_text(new_key + "\n")
+        assert redact(new_key) == new_key
+        assert reloader.reload()
+        assert reloader.exporter.config.api.key == new_key
+        assert redact(f"key {new_key}") == "key <redacted>"
+    finally:
+        reloader.close()
+        clear_secrets()
