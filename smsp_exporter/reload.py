@@ -2,8 +2,8 @@
 
 :class:`Reloader` loads the configuration again; when it is valid, a new :class:`Exporter` is
 built and swapped in atomically (a scrape sees the old one or the new one, never a mix) and the
-old one is closed. When it is not, the old exporter keeps serving, the error is logged on one
-line and ``sms_config_last_reload_successful`` drops to 0.
+old one is closed as soon as no scrape uses it any more. When it is not, the old exporter keeps
+serving, the error is logged on one line and ``sms_config_last_reload_successful`` drops to 0.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ class Reloader(Collector):
     def __init__(self, load: Callable[[], Config], config: Config) -> None:
         self._load = load
         self._reload_lock = threading.Lock()  # one reload at a time
+        self._lock = threading.Lock()  # the current exporter and the scrapes using each one
         self._exporter = Exporter(config)
+        self._in_use: dict[Exporter, int] = {}
+        self._retired: set[Exporter] = set()
         self._successful = True
         self._success_time = time.time()
 
@@ -63,12 +66,15 @@ class Reloader(Collector):
             for warning in config.warnings:
                 log.warning("%s: %s", config.source, warning)
             new = Exporter(config).start()
-            old, self._exporter = self._exporter, new  # a reference swap is atomic
-            self._successful = True
-            self._success_time = time.time()
-        # A scrape still using the old exporter finishes its round; its client then errors out
-        # rather than hanging.
-        old.close()
+            with self._lock:
+                old, self._exporter = self._exporter, new
+                busy = self._in_use.get(old, 0) > 0
+                if busy:  # the last scrape using it closes it (see collect)
+                    self._retired.add(old)
+                self._successful = True
+                self._success_time = time.time()
+        if not busy:
+            old.close()
         log.info(
             "config reloaded",
             extra={"tags": len(config.tags), "mode": config.collection.mode},
@@ -78,8 +84,22 @@ class Reloader(Collector):
     # -- Collector --
 
     def collect(self) -> Iterator[Metric]:
-        exporter = self._exporter
-        yield from exporter.collector.collect()
+        with self._lock:
+            exporter = self._exporter
+            self._in_use[exporter] = self._in_use.get(exporter, 0) + 1
+        try:
+            yield from exporter.collector.collect()
+        finally:
+            with self._lock:
+                left = self._in_use[exporter] - 1
+                if left:
+                    self._in_use[exporter] = left
+                else:
+                    del self._in_use[exporter]
+                close = not left and exporter in self._retired
+                self._retired.discard(exporter)
+            if close:
+                exporter.close()
         ok = GaugeMetricFamily(
             "sms_config_last_reload_successful",
             "1 if the last configuration (re)load succeeded, else 0",

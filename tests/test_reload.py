@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -17,7 +15,7 @@ from smsp_exporter.logs import clear_secrets, redact
 from smsp_exporter.reload import Reloader
 
 from .conftest import API_KEY, campaign, samples, value
-from .test_cli import free_port, wait_until_up, write_config
+from .test_cli import exporter_process, write_config  # noqa: F401 (a fixture)
 
 
 def metrics(url: str) -> dict:
@@ -34,34 +32,11 @@ def eventually(check: Callable[[], bool], limit: float = 10) -> None:
 
 
 @pytest.fixture
-def running(sim, tmp_path):
-    sim.add_tag(campaign("promo", 12))
+def running(exporter_process, sim):  # noqa: F811
+    """The exporter as a process, on a config file watching the tag "promo"."""
+    proc, url, _, path = exporter_process
     sim.add_tag(campaign("relance", 5))
-    port = free_port()
-    path = write_config(tmp_path, sim.url)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smsp_exporter",
-            "--config.file",
-            str(path),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SMSP_API_KEY": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, proc)
-        yield proc, url, tmp_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+    return proc, url, path.parent
 
 
 def test_sighup_reloads_the_tags(running, sim):
@@ -122,5 +97,37 @@ def test_a_reloaded_key_is_registered_for_redaction(sim, tmp_path):
         assert reloader.exporter.config.api.key == new_key
         assert redact(f"key {new_key}") == "key <redacted>"
     finally:
+        reloader.close()
+        clear_secrets()
+
+
+def test_reload_during_a_scrape_closes_the_old_exporter_only_after_it(sim, tmp_path):
+    sim.add_tag(campaign("promo", 42))  # 5 pages of 10
+    sim.latency = 0.3
+    path = write_config(tmp_path, sim.url)
+    reloader = Reloader(lambda: load_config(path), load_config(path))
+    old = reloader.exporter
+    closed_at: list[float] = []
+    real_close = old.close
+    old.close = lambda: (closed_at.append(time.monotonic()), real_close())  # type: ignore[method-assign]
+    result: dict = {}  # filled by the scrape thread
+
+    def scrape() -> None:
+        result["families"] = {f.name: f for f in reloader.collect()}
+
+    thread = threading.Thread(target=scrape)
+    try:
+        thread.start()
+        time.sleep(0.1)  # the round is under way
+        assert reloader.reload()
+        assert reloader.exporter is not old
+        assert thread.is_alive() and not closed_at  # still scraping: not closed under it
+        thread.join(timeout=15)
+        assert not thread.is_alive()
+        up = result["families"]["sms_up"].samples
+        assert [(s.labels["tag"], s.value) for s in up] == [("promo", 1.0)]
+        assert len(closed_at) == 1  # closed once the scrape was done with it
+    finally:
+        thread.join(timeout=15)
         reloader.close()
         clear_secrets()
