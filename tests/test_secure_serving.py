@@ -9,6 +9,8 @@ import base64
 import contextlib
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +253,48 @@ def test_unreadable_tls_files_are_a_config_error(pki, tmp_path):
     with pytest.raises(WebConfigError) as caught:
         load_web_config(write_web_config(tmp_path, text))
     assert "tls_server_config.key_file" in str(caught.value)
+
+
+def test_the_command_line_serves_tls_with_basic_auth_and_an_open_healthz(pki, tmp_path):
+    """--web.config.file and --web.healthz-without-auth on a real process (demo mode)."""
+    path = write_web_config(tmp_path, tls_config(pki) + auth_config())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsp_exporter",
+            "--demo",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.config.file={path}",
+            "--web.healthz-without-auth",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                health = requests.get(f"{url}/healthz", verify=pki["ca.crt"], timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the exporter did not come up"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        assert requests.get(f"{url}/metrics", verify=pki["ca.crt"], timeout=10).status_code == 401
+        answer = requests.get(
+            f"{url}/metrics", verify=pki["ca.crt"], auth=("prometheus", PASSWORD), timeout=15
+        )
+        assert answer.status_code == 200 and "sms_status_total" in answer.text
+        reload = requests.post(f"{url}/-/reload", verify=pki["ca.crt"], timeout=10)
+        assert reload.status_code == 401
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
