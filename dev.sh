@@ -44,8 +44,8 @@ system_packages() {
 }
 
 lint() {
-    "$VENV/bin/ruff" check smsp_exporter tests
-    "$VENV/bin/ruff" format --check smsp_exporter tests
+    "$VENV/bin/ruff" check smsp_exporter tests grafana
+    "$VENV/bin/ruff" format --check smsp_exporter tests grafana
 }
 
 case "${1:-}" in

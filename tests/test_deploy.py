@@ -118,24 +118,21 @@ def test_compose_stack_is_valid_and_complete(compose):
         for volume in service.get("volumes", []):
             source = volume.get("source", "") if isinstance(volume, dict) else volume.split(":")[0]
             if source.startswith("/"):
-                if "grafana" in source:  # written by another part of the project
-                    continue
                 assert Path(source).exists(), f"{name}: {source}"
         for port in service.get("ports", []):
             published = port if isinstance(port, str) else port.get("host_ip", "")
             assert "127.0.0.1" in str(published), f"{name} is published beyond loopback"
 
 
-def test_compose_prometheus_and_alertmanager_configs_pass_promtool_and_amtool(tmp_path):
+def test_compose_prometheus_config_passes_promtool_with_the_rules(tmp_path):
     text = (DOCKER / "prometheus.yml").read_text()
     assert "/etc/prometheus/rules/*.yml" in text
     local = tmp_path / "prometheus.yml"
     local.write_text(text.replace("/etc/prometheus/rules/", f"{RULES}/"))
     result = run("promtool", "check", "config", str(local))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 0 rule files" not in result.stdout
-    result = run("amtool", "check-config", str(DOCKER / "alertmanager.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    rule_files = len(list(RULES.glob("*.yml")))
+    assert f"SUCCESS: {rule_files} rule files found" in result.stdout, result.stdout
 
 
 def test_docker_secret_file_is_read_as_the_key(tmp_path):

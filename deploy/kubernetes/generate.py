@@ -25,6 +25,18 @@ HEADER = (
 )
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (PromQL, descriptions) as literal blocks, as people write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    block = "\n" in value and not any(line != line.rstrip() for line in value.splitlines())
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if block else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render(rules_dir: Path = RULES_DIR) -> str:
     groups = []
     files = sorted(rules_dir.glob("*.yml"))
@@ -46,7 +58,7 @@ def render(rules_dir: Path = RULES_DIR) -> str:
         },
         "spec": {"groups": groups},
     }
-    body = yaml.safe_dump(resource, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(resource, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return HEADER + body
 
 
