@@ -31,6 +31,10 @@ system_packages() {
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
         || missing+=(prometheus-alertmanager)
+    # The deploy/ tests: Debian's docker-compose v1 validates a compose file without an
+    # engine ('docker-compose config'); systemd-analyze verifies the unit.
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "==> installing Debian packages: ${missing[*]}" >&2
     local sudo=()

@@ -7,7 +7,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
@@ -16,9 +17,10 @@ from prometheus_client.process_collector import ProcessCollector
 
 from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
-from .exporter import Exporter
 from .logs import add_secret, setup_logging
+from .reload import Reloader, reload_route
 from .web import ExporterServer
+from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("smsp_exporter")
 
@@ -53,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to serve /metrics on (default: {DEFAULT_LISTEN}; {DEMO_LISTEN} with --demo)",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="PATH",
+        help="exporter-toolkit web configuration (TLS, basic auth); "
+        "check it with 'promtool check web-config PATH'",
+    )
+    parser.add_argument(
+        "--web.healthz-without-auth",
+        dest="healthz_without_auth",
+        action="store_true",
+        help="serve /healthz without basic auth (for liveness probes); the rest still needs it",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -85,6 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
+    web_config = None
+    if args.web_config_file:
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as err:
+            print(f"smsp-exporter: invalid web configuration: {err}", file=sys.stderr)
+            return 2
+        if args.healthz_without_auth:
+            web_config = replace(web_config, healthz_without_auth=True)
+
     simulator = None
     if args.demo:
         simulator, config = _start_demo()
@@ -102,8 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     listen = args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
+    if args.demo:
+        demo_config = config
+
+        def load() -> Config:
+            return demo_config
+    else:
+
+        def load() -> Config:
+            return load_config(args.config_file)
+
     try:
-        return _serve(config, listen, demo=args.demo)
+        return _serve(config, listen, demo=args.demo, load=load, web_config=web_config)
     finally:
         if simulator is not None:
             simulator.stop()
@@ -130,21 +166,38 @@ def _start_demo():
     return simulator, config
 
 
-def _serve(config: Config, listen: str, *, demo: bool) -> int:
-    exporter = Exporter(config)
+def _serve(
+    config: Config,
+    listen: str,
+    *,
+    demo: bool,
+    load: Callable[[], Config],
+    web_config: WebConfig | None = None,
+) -> int:
+    reloader = Reloader(load, config)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(exporter.collector)
-    server = ExporterServer(registry, listen, version=__version__, extra_routes=exporter.routes())
+    registry.register(reloader)
+    server = ExporterServer(
+        registry,
+        listen,
+        version=__version__,
+        extra_routes={**reloader.routes(), "/-/reload": reload_route(reloader)},
+        web_config=web_config,
+    )
     try:
         server.start()
     except (OSError, ValueError) as err:
         print(f"smsp-exporter: {err}", file=sys.stderr)
-        exporter.close()
+        reloader.close()
         return 1
-    exporter.start()
+    except ConfigError as err:  # the TLS files
+        print(f"smsp-exporter: invalid web configuration: {err}", file=sys.stderr)
+        reloader.close()
+        return 2
+    reloader.start()
     metrics_url = f"{server.url.rstrip('/')}/metrics"
     log.info(
         "serving metrics",
@@ -159,12 +212,17 @@ def _serve(config: Config, listen: str, *, demo: bool) -> int:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        # Not in the signal handler: a reload reads files and starts threads.
+        threading.Thread(target=reloader.reload, name="smsp-exporter-reload", daemon=True).start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         server.shutdown()
-        exporter.close()
+        reloader.close()
     return 0

@@ -12,6 +12,10 @@ use:
   waiting: the accept loop never blocks, so :meth:`ExporterServer.shutdown` stays prompt, and a
   scrape fails fast rather than piling up behind slow ones.
 
+With a web configuration (:mod:`.webconfig`), connections are TLS (the handshake happens in
+the connection's own thread, bounded by the request timeout, never in the accept loop) and
+every route asks for basic authentication (``/healthz`` too, unless ``healthz_without_auth``).
+
 Nothing is printed to stderr: requests are logged at debug level, errors through
 :mod:`logging` (whose formatter redacts secrets), and an HTTP answer never carries an
 exception's text.
@@ -27,6 +31,7 @@ import math
 import re
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -41,6 +46,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from .collector import scrape_timeout
+from .webconfig import BasicAuth, WebConfig, ssl_context
 
 __all__ = ["ExporterServer", "WSGIApp", "parse_listen_address"]
 
@@ -296,9 +302,11 @@ class _Server(ThreadingMixIn, WSGIServer):
         app: WSGIApplication,
         max_threads: int,
         request_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.address_family = family
         self.request_timeout = request_timeout
+        self.tls = tls
         self._slots = threading.BoundedSemaphore(max_threads)
         self._last_busy_warning = -math.inf
         super().__init__(address, _RequestHandler)
@@ -314,6 +322,15 @@ class _Server(ThreadingMixIn, WSGIServer):
         self.server_name = str(host)
         self.server_port = int(port)
         self.setup_environ()
+        if self.tls is not None:
+            self.base_environ["HTTPS"] = "on"  # wsgi.url_scheme: https
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        if self.tls is not None:
+            # No handshake here: it happens in the connection's thread (see _run).
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -335,12 +352,26 @@ class _Server(ThreadingMixIn, WSGIServer):
         # As ThreadingMixIn.process_request_thread, but the slot is free before the client
         # sees the connection close.
         try:
+            if isinstance(request, ssl.SSLSocket) and not self._handshake(request, client_address):
+                return
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self._slots.release()
             self.shutdown_request(request)
+
+    def _handshake(self, request: ssl.SSLSocket, client_address: Any) -> bool:
+        try:
+            request.settimeout(self.request_timeout)
+            request.do_handshake()
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            log.debug(
+                "TLS handshake failed",
+                extra={"client": client_address[0], "error": _ssl_error(err)},
+            )
+            return False
+        return True
 
     def _reject_busy(self, request: socket.socket, client_address: Any) -> None:
         now = time.monotonic()
@@ -358,11 +389,12 @@ class _Server(ThreadingMixIn, WSGIServer):
             b"Retry-After: 1\r\n"
             b"Connection: close\r\n\r\n" + body
         )
-        try:
-            request.settimeout(1.0)
-            request.sendall(answer)
-        except OSError:
-            pass
+        if not isinstance(request, ssl.SSLSocket):  # TLS would need a handshake here: close
+            try:
+                request.settimeout(1.0)
+                request.sendall(answer)
+            except OSError:
+                pass
         self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -375,6 +407,10 @@ class _Server(ThreadingMixIn, WSGIServer):
             log.error("error while handling an HTTP connection", exc_info=True)
 
 
+def _ssl_error(err: BaseException) -> str:
+    return str(getattr(err, "reason", None) or type(err).__name__)
+
+
 # --- the exporter's server -------------------------------------------------------------------
 
 
@@ -382,7 +418,8 @@ class ExporterServer:
     """Serves ``registry`` on ``/metrics`` from a daemon thread.
 
     ``health`` (no argument, True when healthy) backs ``/healthz``; ``extra_routes`` maps exact
-    paths to WSGI apps, which handle their own methods.
+    paths to WSGI apps, which handle their own methods. ``web_config`` turns on TLS and basic
+    authentication (see :mod:`.webconfig`); its TLS files are loaded at :meth:`start`.
     """
 
     def __init__(
@@ -396,6 +433,7 @@ class ExporterServer:
         extra_routes: Mapping[str, WSGIApp] | None = None,
         max_threads: int = DEFAULT_MAX_THREADS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        web_config: WebConfig | None = None,
     ) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
@@ -420,6 +458,9 @@ class ExporterServer:
         self._extra: Mapping[str, WSGIApplication] = MappingProxyType(extra)
         self._max_threads = max_threads
         self._request_timeout = request_timeout
+        self._web_config = web_config
+        self._auth = BasicAuth(web_config.basic_auth_users if web_config else ())
+        self._extra_headers = list(web_config.headers) if web_config else []
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -460,6 +501,9 @@ class ExporterServer:
             raise _listen_error(self._listen_address, err) from err
         if not candidates:
             raise OSError(f"cannot listen on {self._listen_address}: no usable address")
+        tls = None
+        if self._web_config is not None and self._web_config.tls is not None:
+            tls = ssl_context(self._web_config)
         for index, (family, sockaddr) in enumerate(candidates):
             try:
                 return _Server(
@@ -468,6 +512,7 @@ class ExporterServer:
                     app=self._app,
                     max_threads=self._max_threads,
                     request_timeout=self._request_timeout,
+                    tls=tls,
                 )
             except OSError as err:
                 unusable = err.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
@@ -519,7 +564,8 @@ class ExporterServer:
             host = "localhost"
         elif ":" in host:  # IPv6 literal; a zone ("%eth0") is written %25 in URLs
             host = f"[{host.replace('%', '%25')}]"
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self._web_config is not None and self._web_config.tls else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     # -- the WSGI application --
 
@@ -529,7 +575,13 @@ class ExporterServer:
         try:
             extra = self._extra.get(path)
             builtin = self._routes.get(path)
-            if extra is not None:
+            if self._needs_auth(path) and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
+                status, headers, body = _text(
+                    HTTPStatus.UNAUTHORIZED,
+                    "unauthorized\n",
+                    ("WWW-Authenticate", 'Basic realm="smsp-exporter", charset="UTF-8"'),
+                )
+            elif extra is not None:
                 status, headers, body = _call(extra, environ)
             elif builtin is None:
                 status, headers, body = _text(HTTPStatus.NOT_FOUND, "not found\n")
@@ -547,6 +599,7 @@ class ExporterServer:
             status, headers, body = _text(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error\n"
             )
+        headers.extend(self._extra_headers)
         if method == "HEAD":
             # Headers only, those of a GET (Content-Length included when known).
             if body:
@@ -558,6 +611,12 @@ class ExporterServer:
             headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
         return [body]
+
+    def _needs_auth(self, path: str) -> bool:
+        if not self._auth:
+            return False
+        wc = self._web_config
+        return not (path == "/healthz" and wc is not None and wc.healthz_without_auth)
 
     def _metrics(self, environ: WSGIEnvironment) -> Response:
         timeout = _parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER))
