@@ -234,7 +234,8 @@ class _AbortingAdapter(HTTPAdapter):
         # urllib3 2 forgets its pools on clear() without closing them: close them here.
         pools = []
         for manager in (self.poolmanager, *self.proxy_manager.values()):
-            pools += [pool for key in manager.pools.keys() if (pool := manager.pools.get(key))]
+            keys = manager.pools.keys()  # the container itself refuses iteration
+            pools += [pool for key in keys if (pool := manager.pools.get(key))]
         super().close()
         for pool in pools:
             pool.close()
