@@ -2,7 +2,8 @@
 # The project's two commands, from a fresh clone:
 #   ./dev.sh demo    the exporter on its built-in SMS Partner simulator (no account needed)
 #   ./dev.sh test    the whole test suite (installs what it needs, Debian packages included)
-# Other: ./dev.sh lint | bench | venv
+#   ./dev.sh bench   the performance figures (README, "Performance"), ~1 minute
+# Other: ./dev.sh lint | venv
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,8 +41,8 @@ system_packages() {
 }
 
 lint() {
-    "$VENV/bin/ruff" check smsp_exporter tests
-    "$VENV/bin/ruff" format --check smsp_exporter tests
+    "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks
+    "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks
 }
 
 case "${1:-}" in
@@ -57,10 +58,15 @@ case "${1:-}" in
         lint
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    bench)
+        shift
+        venv
+        exec "$VENV/bin/python" -m benchmarks.run "$@"
+        ;;
     lint) venv; lint ;;
     venv) venv ;;
     *)
-        echo "usage: ./dev.sh demo | test [pytest args] | lint | venv" >&2
+        echo "usage: ./dev.sh demo | test [pytest args] | bench [--quick] | lint | venv" >&2
         exit 64
         ;;
 esac

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import queue
 import socket
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -46,6 +47,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_BODY_BYTES = 256 * 1024 * 1024
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
+# Seconds of network jitter the rate limit absorbs: requests are spaced (1 + this) / rate apart,
+# so that the API never sees more than `rate` of them in one second even when some are late.
+RATE_JITTER_MARGIN = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +71,15 @@ class TagCounts:
 class RateLimiter:
     """Spaces request starts at least ``1/rate`` seconds apart, shared by all threads.
 
-    ``pause_until`` holds every request back (an upstream ``Retry-After``)."""
+    ``pause_until`` holds every request back (an upstream ``Retry-After``). ``margin`` (s)
+    widens the spacing to ``(1 + margin) / rate``: then ``rate + 1`` consecutive starts span at
+    least ``1 + margin`` seconds, and jitter of up to ``margin`` on the way cannot squeeze more
+    than ``rate`` of them into one second at the other end."""
 
-    def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
+    def __init__(
+        self, rate: float, clock=time.monotonic, sleep=time.sleep, margin: float = 0.0
+    ) -> None:
+        self.interval = (1.0 + margin) / rate if rate > 0 else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
         self._clock = clock
@@ -249,7 +258,9 @@ class SmsPartnerClient:
         self.url = f"{api.url}/{ENDPOINT}"
         self._closed = threading.Event()
         # Waits (rate limit, back-off) end at once when the client is closed.
-        self.limiter = RateLimiter(api.max_requests_per_second, sleep=self._closed.wait)
+        self.limiter = RateLimiter(
+            api.max_requests_per_second, sleep=self._closed.wait, margin=RATE_JITTER_MARGIN
+        )
         self.session = requests.Session()
         self.session.headers.update(
             {"User-Agent": f"smsp-exporter/{__version__}", "Accept": "application/json"}
@@ -356,50 +367,64 @@ class SmsPartnerClient:
         """Collect every tag, at most ``concurrency`` requests in flight, within ``deadline``.
 
         Page 1 of every tag is asked first; a tag's other pages are asked as soon as its page 1
-        tells how many there are. A tag whose page fails is reported by its error."""
+        tells how many there are (behind the page 1s still queued, so the pool never idles). A
+        tag whose page fails is reported by its error, and its pages not yet sent are dropped.
+        Each answer is folded into its tag's counts as it arrives, then let go."""
         pagers = {tag: TagPager(tag, self.api.max_pages) for tag in dict.fromkeys(tags)}
         pending: dict[Future[Page], tuple[str, int]] = {}
+        # Futures in the order they finish: O(1) a page, however many pages are pending.
+        finished: queue.SimpleQueue[Future[Page]] = queue.SimpleQueue()
 
         def submit(tag: str, number: int) -> None:
             future = self._executor.submit(self.fetch_page, tag, number, deadline)
             pending[future] = (tag, number)
             pagers[tag].outstanding += 1
+            future.add_done_callback(finished.put)
 
         for tag in pagers:
             submit(tag, 1)
         while pending:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = wait(list(pending), timeout=remaining, return_when=FIRST_COMPLETED)
-            if not done:
+            try:
+                future = finished.get(timeout=remaining)
+            except queue.Empty:
                 break
-            for future in done:
-                tag, number = pending.pop(future)
-                pager = pagers[tag]
-                pager.outstanding -= 1
-                if pager.error is not None:
-                    continue
-                try:
-                    page = future.result()
-                except UpstreamError as err:
-                    pager.error = err
-                    continue
-                except CancelledError:  # the client was closed
-                    pager.error = ConnectionFailed("the client is closed")
-                    continue
-                except Exception as err:  # a bug must not take the other tags down
-                    log.exception("unexpected error while reading a page", extra={"tag": tag})
-                    pager.error = InvalidResponse(f"unexpected error ({type(err).__name__})")
-                    continue
-                if number == 1:
-                    for other in pager.first_page(page):
-                        submit(tag, other)
-                else:
-                    pager.other_page(number, page)
+            tag, number = pending.pop(future)
+            pager = pagers[tag]
+            pager.outstanding -= 1
+            if pager.error is not None:
+                continue
+            try:
+                page = future.result()
+            except UpstreamError as err:
+                pager.error = err
+                self._drop_pending(pending, tag)
+                continue
+            except CancelledError:  # the client was closed
+                pager.error = ConnectionFailed("the client is closed")
+                continue
+            except Exception as err:  # a bug must not take the other tags down
+                log.exception("unexpected error while reading a page", extra={"tag": tag})
+                pager.error = InvalidResponse(f"unexpected error ({type(err).__name__})")
+                self._drop_pending(pending, tag)
+                continue
+            if number == 1:
+                for other in pager.first_page(page):
+                    submit(tag, other)
+            else:
+                pager.other_page(number, page)
         for future, (tag, _) in pending.items():
             future.cancel()
             if pagers[tag].error is None:
                 pagers[tag].error = DeadlineExceeded("the round ran out of time")
         return {tag: p.error if p.error is not None else p.result() for tag, p in pagers.items()}
+
+    @staticmethod
+    def _drop_pending(pending: Mapping[Future[Page], tuple[str, int]], tag: str) -> None:
+        """Cancel the requests of a failed tag that have not started: their answers are moot."""
+        for future, (owner, _) in pending.items():
+            if owner == tag:
+                future.cancel()
 
 
 def _read_body(resp: requests.Response) -> bytes:

@@ -108,3 +108,15 @@ def test_pager_short_and_empty_pages():
     empty_first = TagPager("t", max_pages=100)
     assert empty_first.first_page(page(0, 30, 1)) == []
     assert empty_first.result().truncation == "short_page"
+
+
+def test_rate_limiter_margin_widens_the_spacing():
+    fake = FakeTime()
+    limiter = RateLimiter(4.0, clock=fake.clock, sleep=fake.sleep, margin=0.05)
+    starts = []
+    for _ in range(5):
+        limiter.acquire()
+        starts.append(fake.now)
+    # 5 = rate + 1 consecutive starts span 1 s plus the margin: jitter up to it cannot
+    # put them in one second at the API
+    assert starts[-1] - starts[0] == pytest.approx(1.05)

@@ -157,6 +157,20 @@ def test_a_failing_tag_leaves_the_others_exact(sim):
         assert value(found, "sms_api_errors_total", tag=tag, reason="timeout") == 0
 
 
+def test_a_failed_tag_stops_asking_for_its_other_pages(sim):
+    sim.add_tag(campaign("casse", 300))  # 30 pages
+    sim.set_fault("casse", "delay", seconds=0.02)
+    sim.set_fault("casse", "page_error", page=2)
+    client = SmsPartnerClient(make_config(sim, ["casse"], retries=0, concurrency=1).api)
+    try:
+        result = client.fetch_tags(["casse"], time.monotonic() + 20)["casse"]
+    finally:
+        client.close()
+    assert result.reason == "http_500"
+    # page 1, page 2 (failed), at most the page that had already started: not the 27 others
+    assert sim.stats()["by_tag"]["casse"] <= 4
+
+
 def test_failed_tag_recovers_and_last_success_is_kept(sim):
     sim.add_tag(campaign("flaky", 12))
     sim.set_fault("flaky", "http_status", status=503, times=1)

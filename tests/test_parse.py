@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsp_exporter.errors import ApiCodeError, InvalidResponse
-from smsp_exporter.parse import parse_page
+from smsp_exporter.parse import parse_page, parse_page_reference
 
 
 def body(messages, **fields) -> bytes:
@@ -161,3 +161,77 @@ def test_any_json_gives_a_page_or_a_typed_error(doc):
 def test_any_bytes_give_a_page_or_a_typed_error(raw):
     with contextlib.suppress(InvalidResponse, ApiCodeError):
         parse_page(raw)
+
+
+# Answers close to valid ones, so that the fast path (msgspec) is taken as often as not.
+near_message = st.fixed_dictionaries(
+    {
+        "status": st.one_of(
+            st.sampled_from(["Delivered", "Not delivered", "Waiting", "ko", ""]),
+            st.text(min_size=60, max_size=70),
+            st.integers(),
+        ),
+        "stopSMS": st.one_of(st.booleans(), st.sampled_from(["false", 0, None])),
+        "date": st.one_of(
+            st.from_regex(r"[0-9]{0,13}", fullmatch=True),
+            st.integers(-5, 10**13),
+            st.sampled_from(["١٢٣", "²", " 12", "+12", "1_0", "12.5"]),
+        ),
+    },
+    optional={"phoneNumber": st.text(max_size=12)},
+)
+near_answer = st.fixed_dictionaries(
+    {
+        "success": st.one_of(st.just(True), st.booleans()),
+        "StatutResponse_List": st.one_of(st.lists(near_message, max_size=8), json_values),
+    },
+    optional={
+        "code": st.sampled_from([200, "200", 4, 10, 200.0, None]),
+        "currentPage": st.one_of(st.integers(-1, 5), st.sampled_from(["2", "x"])),
+        "total": st.one_of(st.integers(-1, 20), st.sampled_from(["3", None, 10**15])),
+    },
+)
+
+valid_answer = st.builds(
+    lambda messages, total: body(messages, total=total if total is not None else len(messages)),
+    st.lists(
+        st.builds(
+            msg,
+            status=st.sampled_from(["Delivered", "Not delivered", "Waiting", "DELIVRD"]),
+            stop=st.booleans(),
+            date=st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+        ),
+        max_size=20,
+    ),
+    st.one_of(st.none(), st.integers(0, 40)),
+)
+
+
+def outcome(parse, raw: bytes):
+    try:
+        page = parse(raw)
+    except (InvalidResponse, ApiCodeError) as err:
+        return type(err), getattr(err, "code", None)
+    return (
+        page.current_page,
+        page.total,
+        page.items,
+        dict(page.statuses),
+        page.stop,
+        page.oldest_waiting,
+        page.newest,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(valid_answer, near_answer.map(json.dumps), answer_like.map(json.dumps)))
+def test_fast_path_agrees_with_the_reference_parser(raw):
+    raw = raw if isinstance(raw, bytes) else raw.encode()
+    assert outcome(parse_page, raw) == outcome(parse_page_reference, raw)
+
+
+def test_a_large_page_of_mixed_date_lengths():
+    messages = [msg("Waiting", date="99"), msg("Delivered", date="100"), msg("Waiting", date="7")]
+    page = parse_page(body(messages * 1000))
+    assert page.newest == 100 and page.oldest_waiting == 7
+    assert dict(page.statuses) == {"Waiting": 2000, "Delivered": 1000}

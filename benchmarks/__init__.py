@@ -1,0 +1,1 @@
+"""Benchmarks of smsp-exporter against its simulator: ``./dev.sh bench`` (see README)."""

@@ -1,0 +1,430 @@
+"""The benchmark figures. Each is a ratio of two times (or sizes) measured in the same run.
+
+Every function takes the workload's sizes as arguments, so that the test suite can run it
+small (``tests/test_benchmarks.py``) and ``benchmarks/run.py`` at the sizes the targets are
+stated for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import resource
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from smsp_exporter.collector import SmsCollector, families
+from smsp_exporter.config import Config, config_from_dict
+from smsp_exporter.exporter import Exporter
+from smsp_exporter.parse import parse_page
+from smsp_exporter.simulator import TagSpec
+from smsp_exporter.snapshot import Snapshot
+
+from .simproc import API_KEY, SimulatorProcess
+
+PAGE_SIZE = 100  # messages per page served by the simulator in the fetch figures
+NO_LIMIT = 0
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the table."""
+
+    key: str  # stable identifier, the key in latest.json
+    title: str
+    value: float
+    target: str  # e.g. "<= 1.25"; "" when the line only informs
+    passed: bool | None  # None: no target
+    detail: str = ""
+
+
+def _check(value: float, op: str, bound: float) -> bool:
+    return value <= bound if op == "<=" else value >= bound
+
+
+def figure(key: str, title: str, value: float, op: str, bound: float, detail: str) -> Figure:
+    return Figure(key, title, value, f"{op} {bound:g}", _check(value, op, bound), detail)
+
+
+def make_config(
+    url: str, tags: list[str], collection: dict[str, Any] | None = None, **api: Any
+) -> Config:
+    section: dict[str, Any] = {
+        "url": url,
+        "key": API_KEY,
+        "timeout": "30s",
+        "retries": 0,
+        "max_requests_per_second": NO_LIMIT,
+    }
+    section.update(api)
+    return config_from_dict(
+        {"api": section, "collection": collection or {}, "tags": tags}, source="<bench>"
+    )
+
+
+def campaign(name: str, messages: int) -> TagSpec:
+    return TagSpec(name, messages, send_spread=0.0, report_delay=30.0)
+
+
+def _round(config: Config) -> tuple[float, Snapshot]:
+    """One collection round of a fresh exporter, as a scrape would run it: (seconds, snapshot)."""
+    exporter = Exporter(config)
+    try:
+        started = time.perf_counter()
+        snapshot = exporter.poller.run_round(600.0)
+        return time.perf_counter() - started, snapshot
+    finally:
+        exporter.close()
+
+
+def _messages(snapshot: Snapshot) -> int:
+    """Messages counted by a round; raises if a tag failed (the figure would mean nothing)."""
+    total = 0
+    for state in snapshot.tags:
+        if not state.up or state.counts is None:
+            raise RuntimeError(f"tag {state.tag} failed during the benchmark: {state.error}")
+        total += state.counts.messages
+    return total
+
+
+# -- 1 and 2: fetching ---------------------------------------------------------------------
+
+
+def _tags(sim: SimulatorProcess, prefix: str, count: int, pages: int) -> list[str]:
+    names = [f"{prefix}-{i}" for i in range(count)]
+    # The last page half full, so that page sizes are checked too.
+    sim.add_tags([campaign(name, pages * PAGE_SIZE - PAGE_SIZE // 2) for name in names])
+    return names
+
+
+def fetch_vs_bound(
+    tags: int = 100, pages: range = range(1, 6), latency: float = 0.05, concurrency: int = 8
+) -> list[Figure]:
+    """Round time over ceil(T*P/C)*L, for each page count P."""
+    out = []
+    with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
+        for p in pages:
+            names = _tags(sim, f"p{p}", tags, p)
+            config = make_config(sim.url, names, concurrency=concurrency, max_pages=p + 1)
+            _round(make_config(sim.url, names[:concurrency], concurrency=concurrency))  # warm-up
+            sim.call("reset_stats")
+            seconds, results = _round(config)
+            requests_made = sim.stats()["requests"]
+            expected = tags * (p * PAGE_SIZE - PAGE_SIZE // 2)
+            if _messages(results) != expected or requests_made != tags * p:
+                raise RuntimeError(f"P={p}: wrong counts or requests ({requests_made})")
+            bound = math.ceil(tags * p / concurrency) * latency
+            out.append(
+                figure(
+                    f"fetch_vs_bound_p{p}",
+                    f"fetch / ideal bound, T={tags} P={p}",
+                    seconds / bound,
+                    "<=",
+                    1.25,
+                    f"round {seconds:.3f} s, bound {bound:.3f} s ({requests_made} requests, "
+                    f"L={latency * 1000:g} ms, C={concurrency})",
+                )
+            )
+    return out
+
+
+def naive_round(url: str, tags: list[str]) -> dict[str, Counter[str]]:
+    """The documentation's Python sample, extended to pages: one requests.get (so one new
+    connection) after another, ``r.json()``, counted in Python."""
+    counts: dict[str, Counter[str]] = {}
+    for tag in tags:
+        counter: Counter[str] = Counter()
+        page = 1
+        while True:
+            r = requests.get(
+                f"{url}/bulk-status-by-tag?apiKey={API_KEY}&tag={tag}&page={page}", timeout=30
+            )
+            r_json = r.json()
+            if r_json.get("success") is not True:
+                raise RuntimeError("the naive client got an error answer")
+            items = r_json["StatutResponse_List"]
+            for item in items:
+                counter[item["status"]] += 1
+            if not items or page * len(items) >= r_json["total"] or len(items) < PAGE_SIZE:
+                break
+            page += 1
+        counts[tag] = counter
+    return counts
+
+
+def naive_vs_exporter(
+    tags: int = 100, pages: int = 3, latency: float = 0.05, concurrency: int = 8
+) -> Figure:
+    with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
+        names = _tags(sim, "naive", tags, pages)
+        started = time.perf_counter()
+        naive = naive_round(sim.url, names)
+        naive_seconds = time.perf_counter() - started
+        ours, results = _round(make_config(sim.url, names, concurrency=concurrency))
+        if sum(sum(c.values()) for c in naive.values()) != _messages(results):
+            raise RuntimeError("the naive client and the exporter disagree")
+    return figure(
+        "naive_vs_exporter",
+        f"naive client / exporter, T={tags} P={pages}",
+        naive_seconds / ours,
+        ">=",
+        6.0,
+        f"naive {naive_seconds:.2f} s, exporter {ours:.3f} s",
+    )
+
+
+# -- 3: the rate limit ---------------------------------------------------------------------
+
+
+def peak_rate(arrivals: list[float], window: float = 1.0) -> int:
+    """Most arrivals within any half-open window of ``window`` seconds."""
+    arrivals = sorted(arrivals)
+    best, first = 0, 0
+    for last, t in enumerate(arrivals):
+        while t - arrivals[first] >= window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def rate_limit(
+    rate: float = 20.0, tags: int = 20, pages: int = 3, latency: float = 0.05, concurrency: int = 8
+) -> list[Figure]:
+    with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
+        names = _tags(sim, "rate", tags, pages)
+        config = make_config(sim.url, names, concurrency=concurrency, max_requests_per_second=rate)
+        sim.call("reset_stats")
+        seconds, results = _round(config)
+        _messages(results)
+        arrivals = sim.call("request_times")
+    n = len(arrivals)
+    peak = peak_rate(arrivals)
+    bound = n / rate
+    return [
+        figure(
+            "rate_limit_peak",
+            f"peak requests in any 1 s / R, R={rate:g}",
+            peak / rate,
+            "<=",
+            1.0,
+            f"peak {peak} requests in 1 s, R={rate:g}",
+        ),
+        figure(
+            "rate_limit_time",
+            "round time / (N/R)",
+            seconds / bound,
+            "<=",
+            1.2,
+            f"round {seconds:.3f} s, N/R = {n}/{rate:g} = {bound:.3f} s",
+        ),
+    ]
+
+
+# -- 4: parsing ----------------------------------------------------------------------------
+
+
+def page_body(messages: int) -> bytes:
+    """One answer of ``messages`` messages, as the simulator serves it."""
+    with SimulatorProcess(page_size=messages) as sim:
+        sim.add_tags([campaign("big", messages)])
+        r = requests.get(f"{sim.url}/bulk-status-by-tag?apiKey={API_KEY}&tag=big", timeout=60)
+        r.raise_for_status()
+        return r.content
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def parse_vs_json(messages: int = 100_000, repeat: int = 9) -> Figure:
+    body = page_body(messages)
+    page = parse_page(body)
+    if page.items != messages or sum(page.statuses.values()) != messages:
+        raise RuntimeError("parse_page miscounted the page")
+    ours = _best(lambda: parse_page(body), repeat)
+    stdlib = _best(lambda: json.loads(body), repeat)
+    return figure(
+        "parse_vs_json_loads",
+        f"parse+aggregate / json.loads, {messages:,} messages",
+        ours / stdlib,
+        "<=",
+        1.0,
+        f"parse_page {ours * 1000:.1f} ms, json.loads {stdlib * 1000:.1f} ms "
+        f"({len(body) / 1e6:.1f} MB, best of {repeat})",
+    )
+
+
+# -- 5: memory -----------------------------------------------------------------------------
+
+
+def _measured_round(url: str, tag: str, page_size: int, out: Any) -> None:
+    """In a fresh process: one exporter round over one tag; sends (peak RSS bytes, messages)."""
+    pages = 2 + 10**8 // page_size
+    config = make_config(url, [tag], concurrency=8, max_pages=min(pages, 10**6))
+    _seconds, results = _round(config)
+    out.send((peak_rss(), _messages(results)))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set, in bytes.
+
+    VmHWM, not getrusage's ru_maxrss: a child started by fork+exec keeps its parent's ru_maxrss,
+    while VmHWM belongs to the new address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss_of_round(url: str, tag: str, page_size: int) -> tuple[int, int]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_measured_round, args=(url, tag, page_size, child))
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(300):
+            raise RuntimeError("the measured round did not finish")
+        return parent.recv()
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+        parent.close()
+
+
+def memory(big: int = 1_000_000, small: int = 1_000, page_size: int = 1_000) -> Figure:
+    with SimulatorProcess(page_size=page_size) as sim:
+        sim.add_tags([campaign("big", big), campaign("small", small)])
+        small_rss, small_n = peak_rss_of_round(sim.url, "small", page_size)
+        big_rss, big_n = peak_rss_of_round(sim.url, "big", page_size)
+    if (small_n, big_n) != (small, big):
+        raise RuntimeError("the measured rounds miscounted")
+    extra = (big_rss - small_rss) / 1e6
+    return figure(
+        "memory_mb",
+        f"peak RSS, {big:,} - {small:,} messages (MB)",
+        extra,
+        "<=",
+        50.0,
+        f"{big_rss / 1e6:.1f} MB vs {small_rss / 1e6:.1f} MB, {page_size} messages a page",
+    )
+
+
+# -- 6: serving ----------------------------------------------------------------------------
+
+
+def static_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """The same samples held by plain prometheus-client gauges: the usual static exporter."""
+    static = CollectorRegistry(auto_describe=True)
+    for family in registry.collect():
+        by_name: dict[str, Gauge] = {}
+        for sample in family.samples:
+            gauge = by_name.get(sample.name)
+            if gauge is None:
+                gauge = Gauge(
+                    sample.name, family.documentation, list(sample.labels), registry=static
+                )
+                by_name[sample.name] = gauge
+            (gauge.labels(**sample.labels) if sample.labels else gauge).set(sample.value)
+    return static
+
+
+def serving_render(tags: int = 1_000, repeat: int = 15) -> Figure:
+    with SimulatorProcess(page_size=PAGE_SIZE) as sim:
+        names = _tags(sim, "serve", tags, 1)
+        config = make_config(
+            sim.url, names, concurrency=8, collection={"mode": "background", "interval": "1h"}
+        )
+        _seconds, snapshot = _round(config)
+    _messages(snapshot)
+
+    class Fixed:  # the background source's answer: the latest round's snapshot
+        def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+            return snapshot
+
+    ours = CollectorRegistry(auto_describe=False)
+    ours.register(SmsCollector(Fixed(), cached=True))
+    static = static_registry(ours)
+    ours_text, static_text = generate_latest(ours), generate_latest(static)
+    if ours_text.count(b"\n") < tags * 5 or abs(len(ours_text) - len(static_text)) > len(ours_text):
+        raise RuntimeError("the two registries do not expose the same series")
+    ours_s = statistics.median(_times(lambda: generate_latest(ours), repeat))
+    static_s = statistics.median(_times(lambda: generate_latest(static), repeat))
+    return figure(
+        "serving_render",
+        f"/metrics render / static generate_latest, {tags:,} tags",
+        ours_s / static_s,
+        "<=",
+        1.5,
+        f"ours {ours_s * 1000:.1f} ms, static registry {static_s * 1000:.1f} ms "
+        f"({len(families(snapshot))} families, median of {repeat})",
+    )
+
+
+def _times(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def concurrent_scrapes(
+    scrapes: int = 10, tags: int = 20, concurrency: int = 4, latency: float = 0.05
+) -> Figure:
+    """Simultaneous scrapes in scrape mode: upstream connections opened / concurrency.
+
+    Each scrape is what the HTTP server's thread does for ``/metrics``: ``generate_latest`` of
+    the registry holding the collector, here from ``scrapes`` threads released at once."""
+    with SimulatorProcess(latency=latency, page_size=PAGE_SIZE) as sim:
+        names = _tags(sim, "scrape", tags, 2)
+        exporter = Exporter(make_config(sim.url, names, concurrency=concurrency))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exporter.collector)
+        barrier = threading.Barrier(scrapes)
+
+        def scrape(_: int) -> bytes:
+            barrier.wait(10)
+            return generate_latest(registry)
+
+        try:
+            sim.call("reset_stats")
+            with ThreadPoolExecutor(scrapes) as pool:
+                texts = list(pool.map(scrape, range(scrapes)))
+            stats = sim.stats()
+        finally:
+            exporter.close()
+    up = f'sms_up{{tag="{names[0]}"}} 1.0'.encode()
+    if not all(up in text for text in texts):
+        raise RuntimeError("a scrape did not get the tags' counts")
+    opened = stats["connections"]
+    return figure(
+        "scrape_connections",
+        f"upstream connections / concurrency, {scrapes} simultaneous scrapes",
+        opened / concurrency,
+        "<=",
+        1.0,
+        f"{opened} connections, {stats['requests']} requests, at most "
+        f"{stats['max_in_flight']} in flight, concurrency {concurrency}",
+    )

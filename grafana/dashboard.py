@@ -1,0 +1,379 @@
+"""The smsp-exporter Grafana dashboard, as code (Grafana's grafana-foundation-sdk).
+
+    python grafana/dashboard.py            print the dashboard JSON
+    python grafana/dashboard.py --write    write it to grafana/dashboards/smsp-exporter.json
+    python grafana/dashboard.py --check    exit 1 if the committed JSON differs from this code
+
+The committed JSON is what users import (Grafana UI: Dashboards > New > Import) or provision
+(grafana/provisioning/). Every panel and query uses the `$datasource` variable, so the file
+works both ways without `__inputs`. The shares come from the recording rules in
+deploy/prometheus/rules/smsp-exporter.rules.yml, which Prometheus must load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as d
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+UID = "smsp-exporter"
+TITLE = "SMS Partner campaigns (smsp-exporter)"
+PATH = Path(__file__).resolve().parent / "dashboards" / "smsp-exporter.json"
+
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Every per-tag query filters on the three variables.
+SEL = 'job=~"$job", instance=~"$instance", tag=~"$tag"'
+# The Not delivered thresholds of the alerts (deploy/prometheus/rules/smsp-exporter.alerts.yml).
+WARNING_SHARE, CRITICAL_SHARE = 0.10, 0.25
+
+
+def query(expr: str, legend: str = "__auto", *, instant: bool = False) -> prom.Dataquery:
+    q = prom.Dataquery().ref_id("A").expr(expr).legend_format(legend).datasource(DATASOURCE)
+    return q.instant() if instant else q.range()
+
+
+def thresholds(*steps: tuple[float | None, str]) -> d.ThresholdsConfig:
+    return (
+        d.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=color) for value, color in steps])
+    )
+
+
+def value_map(mapping: dict[str, tuple[str, str]]) -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                value: model.ValueMappingResult(text=text, color=color, index=i)
+                for i, (value, (text, color)) in enumerate(mapping.items())
+            }
+        )
+    ]
+
+
+NOT_DELIVERED_THRESHOLDS = ((None, "green"), (WARNING_SHARE, "orange"), (CRITICAL_SHARE, "red"))
+
+
+def titled(panel, panel_id: int, title: str, description: str, target: prom.Dataquery):
+    """The settings every panel shares: id, title, help text, data source, query."""
+    return (
+        panel.id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(target)
+    )
+
+
+def last_value():
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"])
+
+
+def share_gauge(panel_id: int, title: str, expr: str, description: str, steps) -> bargauge.Panel:
+    return (
+        titled(bargauge.Panel(), panel_id, title, description, query(expr, "{{tag}}", instant=True))
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .thresholds(thresholds(*steps))
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .reduce_options(last_value())
+        .span(8)
+        .height(8)
+    )
+
+
+def tag_stat(
+    panel_id: int, title: str, expr: str, description: str, color: common.BigValueColorMode
+) -> stat.Panel:
+    """One big value per tag, its name beside it."""
+    return (
+        titled(stat.Panel(), panel_id, title, description, query(expr, "{{tag}}", instant=True))
+        .color_mode(color)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(last_value())
+    )
+
+
+def per_tag_stat(panel_id: int, title: str, expr: str, description: str) -> stat.Panel:
+    return (
+        tag_stat(panel_id, title, expr, description, common.BigValueColorMode.NONE)
+        .unit("short")
+        .decimals(0)
+        .span(4)
+        .height(8)
+    )
+
+
+def state_stat(
+    panel_id: int, title: str, expr: str, description: str, mapping: dict[str, tuple[str, str]]
+) -> stat.Panel:
+    return (
+        tag_stat(panel_id, title, expr, description, common.BigValueColorMode.BACKGROUND)
+        .mappings(value_map(mapping))
+        .span(8)
+        .height(6)
+    )
+
+
+def graph(
+    panel_id: int,
+    title: str,
+    expr: str,
+    legend: str,
+    description: str,
+    *,
+    unit: str = "short",
+    stacked: bool = False,
+    span: int = 12,
+) -> timeseries.Panel:
+    panel = (
+        titled(timeseries.Panel(), panel_id, title, description, query(expr, legend))
+        .unit(unit)
+        .fill_opacity(20 if stacked else 10)
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
+        .span(span)
+        .height(8)
+    )
+    if stacked:
+        panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    return panel
+
+
+def variables() -> list[Any]:
+    def label_values(name: str, label: str, expr: str) -> d.QueryVariable:
+        return (
+            d.QueryVariable(name)
+            .label(label)
+            .datasource(DATASOURCE)
+            .query(expr)
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        )
+
+    return [
+        d.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        label_values("job", "Job", "label_values(sms_exporter_build_info, job)"),
+        label_values(
+            "instance", "Instance", 'label_values(sms_exporter_build_info{job=~"$job"}, instance)'
+        ),
+        label_values("tag", "Tag", 'label_values(sms_up{job=~"$job", instance=~"$instance"}, tag)'),
+    ]
+
+
+def build() -> dict[str, Any]:
+    """The dashboard as the JSON-ready dict Grafana stores."""
+    board = (
+        d.Dashboard(TITLE)
+        .uid(UID)
+        .description(
+            "Are my SMS campaigns being delivered? Per-tag delivery shares and counts from "
+            "smsp-exporter, and the exporter's own health. Needs the recording rules of "
+            "deploy/prometheus/rules/smsp-exporter.rules.yml."
+        )
+        .tags(["sms", "smsp-exporter"])
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .variables(variables())
+        .with_row(d.Row("Delivery").id(1))
+        .with_panel(
+            share_gauge(
+                2,
+                "Not delivered share",
+                f"tag:sms_not_delivered:ratio{{{SEL}}}",
+                "Share of Not delivered among the messages of each tag that have a delivery "
+                "report. Orange and red: the warning (10%) and critical (25%) alert thresholds.",
+                NOT_DELIVERED_THRESHOLDS,
+            )
+        )
+        .with_panel(
+            share_gauge(
+                3,
+                "Delivered share",
+                f"tag:sms_delivered:ratio{{{SEL}}}",
+                "Share of Delivered among the messages of each tag that have a delivery report.",
+                ((None, "red"), (0.75, "orange"), (0.90, "green")),
+            )
+        )
+        .with_panel(
+            per_tag_stat(
+                4,
+                "Waiting",
+                f"tag:sms_messages_waiting:sum{{{SEL}}}",
+                "Messages of each tag still waiting for their delivery report (reports can "
+                "take up to 48 hours).",
+            )
+        )
+        .with_panel(
+            per_tag_stat(
+                5,
+                "STOP opt-outs",
+                f"sum by (tag) (sms_stop_total{{{SEL}}})",
+                "Messages of each tag whose recipient replied STOP.",
+            )
+        )
+        .with_panel(
+            graph(
+                6,
+                "Not delivered share over time",
+                f"tag:sms_not_delivered:ratio{{{SEL}}}",
+                "{{tag}}",
+                "Share of Not delivered among the messages with a report; the dashed lines "
+                "are the alert thresholds.",
+                unit="percentunit",
+            )
+            .thresholds(thresholds(*NOT_DELIVERED_THRESHOLDS))
+            .thresholds_style(
+                common_builders.GraphThresholdsStyleConfig().mode(
+                    common.GraphThresholdsStyleMode.DASHED
+                )
+            )
+        )
+        .with_panel(
+            graph(
+                7,
+                "Messages by status",
+                f"sum by (tag, status) (sms_status_total{{{SEL}}})",
+                "{{tag}} {{status}}",
+                "Messages of each tag in each delivery status, stacked.",
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                8,
+                "Waiting over time",
+                f"tag:sms_messages_waiting:sum{{{SEL}}}",
+                "{{tag}}",
+                "Messages still Waiting. A flat line above zero for hours, with no new report, "
+                "is what the SmsMessagesStuckWaiting alert watches for.",
+            )
+        )
+        .with_panel(
+            graph(
+                9,
+                "STOP opt-outs over time",
+                f"sum by (tag) (sms_stop_total{{{SEL}}})",
+                "{{tag}}",
+                "Messages of each tag whose recipient replied STOP.",
+            )
+        )
+        .with_row(d.Row("Exporter health").id(10))
+        .with_panel(
+            state_stat(
+                11,
+                "Collection up",
+                f"sms_up{{{SEL}}}",
+                "Whether the last collection of each tag from the SMS Partner API succeeded.",
+                {"0": ("DOWN", "red"), "1": ("UP", "green")},
+            )
+        )
+        .with_panel(
+            state_stat(
+                12,
+                "Collection complete",
+                f"sms_collection_complete{{{SEL}}}",
+                "Whether the last successful collection read every page of the tag (cut short: "
+                "its counts are a lower bound; see sms_collection_truncations_total).",
+                {"0": ("CUT SHORT", "orange"), "1": ("COMPLETE", "green")},
+            )
+        )
+        .with_panel(
+            graph(
+                13,
+                "Time since last successful collection",
+                f"time() - sms_last_success_timestamp_seconds{{{SEL}}}",
+                "{{tag}}",
+                "Age of each tag's counts.",
+                unit="s",
+                span=8,
+            )
+        )
+        .with_panel(
+            graph(
+                14,
+                "Collection duration",
+                f"sms_scrape_duration_seconds{{{SEL}}}",
+                "{{tag}}",
+                "Seconds the last collection round of each tag took.",
+                unit="s",
+                span=8,
+            )
+        )
+        .with_panel(
+            graph(
+                15,
+                "API errors by reason",
+                f"sum by (tag, reason) (increase(sms_api_errors_total{{{SEL}}}[$__rate_interval]))",
+                "{{tag}} {{reason}}",
+                "Failed collections per tag and reason (api_code_10: the API key was rejected).",
+                span=8,
+            )
+        )
+        .with_panel(
+            graph(
+                16,
+                "API requests per second",
+                'sum by (instance) (rate(sms_api_requests_total{job=~"$job", '
+                'instance=~"$instance"}[$__rate_interval]))',
+                "{{instance}}",
+                "HTTP requests sent to SMS Partner by each exporter, retries included.",
+                unit="reqps",
+                span=8,
+            )
+        )
+    )
+    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help=f"write {PATH.name}")
+    mode.add_argument("--check", action="store_true", help="fail if the committed JSON drifted")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        PATH.write_text(text, encoding="utf-8")
+    elif args.check:
+        if not PATH.exists() or PATH.read_text(encoding="utf-8") != text:
+            print(
+                f"{PATH} is out of date: run python grafana/dashboard.py --write", file=sys.stderr
+            )
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

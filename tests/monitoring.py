@@ -1,0 +1,71 @@
+"""Paths and helpers shared by the tests of the bundled dashboard, rules and Alertmanager
+config (grafana/, deploy/prometheus/, deploy/alertmanager/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "smsp-exporter.json"
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
+RECORDING_RULES = PROMETHEUS_DIR / "rules" / "smsp-exporter.rules.yml"
+ALERT_RULES = PROMETHEUS_DIR / "rules" / "smsp-exporter.alerts.yml"
+RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
+ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+
+
+def binary(*names: str) -> str:
+    """The first of `names` on PATH; the test fails (./dev.sh test installs them) if none."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(f"none of {names} on PATH: ./dev.sh test installs Debian's packages")
+
+
+def dashboard_generator() -> ModuleType:
+    """grafana/dashboard.py, imported from its path (it is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("smsp_dashboard", ROOT / "grafana/dashboard.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD_JSON.read_text(encoding="utf-8"))
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, rows and the panels inside collapsed rows included."""
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+# What Grafana puts in a query before sending it, for a given selection of the variables.
+def substitute(expr: str, values: dict[str, str], rate_interval: str = "1m") -> str:
+    expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
+    expr = expr.replace("$__range", "1h")
+
+    def var(match: re.Match[str]) -> str:
+        return values[match.group(1) or match.group(2)]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", var, expr)
