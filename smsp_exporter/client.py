@@ -10,18 +10,22 @@ Nothing here logs or raises text containing the request URL: it holds the API ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from . import __version__
@@ -186,18 +190,82 @@ class TagPager:
         )
 
 
+class _AbortingPool:
+    """A urllib3 connection pool whose ``close()`` also cuts the connections in use: a request
+    waiting on a slow upstream then fails at once instead of holding the process up to
+    ``api.timeout`` at shutdown."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._every_conn: weakref.WeakSet = weakref.WeakSet()
+        self._every_conn_lock = threading.Lock()
+
+    def _new_conn(self):
+        conn = super()._new_conn()  # type: ignore[misc]
+        with self._every_conn_lock:
+            self._every_conn.add(conn)
+        return conn
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        with self._every_conn_lock:
+            conns = list(self._every_conn)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class _AbortingHTTPPool(_AbortingPool, HTTPConnectionPool):
+    pass
+
+
+class _AbortingHTTPSPool(_AbortingPool, HTTPSConnectionPool):
+    pass
+
+
+class _AbortingAdapter(HTTPAdapter):
+    """Closing it (``session.close()``) aborts the requests in flight."""
+
+    _pools = MappingProxyType({"http": _AbortingHTTPPool, "https": _AbortingHTTPSPool})
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = self._pools
+        return manager
+
+    def close(self) -> None:
+        # urllib3 2 forgets its pools on clear() without closing them: close them here.
+        pools = []
+        for manager in (self.poolmanager, *self.proxy_manager.values()):
+            keys = manager.pools.keys()  # the container itself refuses iteration
+            pools += [pool for key in keys if (pool := manager.pools.get(key))]
+        super().close()
+        for pool in pools:
+            pool.close()
+
+
 class SmsPartnerClient:
     """Reads tags from the API. Thread-safe; one instance per exporter."""
 
     def __init__(self, api: ApiConfig) -> None:
         self.api = api
         self.url = f"{api.url}/{ENDPOINT}"
-        self.limiter = RateLimiter(api.max_requests_per_second, margin=RATE_JITTER_MARGIN)
+        self._closed = threading.Event()
+        # Waits (rate limit, back-off) end at once when the client is closed.
+        self.limiter = RateLimiter(
+            api.max_requests_per_second, sleep=self._closed.wait, margin=RATE_JITTER_MARGIN
+        )
         self.session = requests.Session()
         self.session.headers.update(
             {"User-Agent": f"smsp-exporter/{__version__}", "Accept": "application/json"}
         )
-        adapter = HTTPAdapter(
+        adapter = _AbortingAdapter(
             pool_connections=1, pool_maxsize=api.concurrency, max_retries=0, pool_block=True
         )
         self.session.mount("http://", adapter)
@@ -207,6 +275,8 @@ class SmsPartnerClient:
         self.requests_made = 0  # every HTTP request sent upstream, retries included
 
     def close(self) -> None:
+        """Stop: no new request or retry starts, and the requests in flight are aborted."""
+        self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.session.close()
 
@@ -231,7 +301,8 @@ class SmsPartnerClient:
                     "retrying",
                     extra={"tag": tag, "page": page, "reason": err.reason, "wait": wait_for},
                 )
-                time.sleep(wait_for)
+                if self._closed.wait(wait_for):
+                    raise
 
     def _retry_delay(self, err: UpstreamError, attempt: int) -> float | None:
         if attempt >= self.api.retries:
@@ -271,6 +342,8 @@ class SmsPartnerClient:
         self, url: str, params: Mapping[str, str | int], deadline: float | None
     ) -> tuple[int, bytes, str | None]:
         self.limiter.acquire(deadline)
+        if self._closed.is_set():
+            raise ConnectionFailed("the client is closed")
         timeout = self.api.timeout
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
@@ -340,6 +413,9 @@ class SmsPartnerClient:
             except UpstreamError as err:
                 pager.error = err
                 self._drop_pending(pending, tag)
+                continue
+            except CancelledError:  # the client was closed
+                pager.error = ConnectionFailed("the client is closed")
                 continue
             except Exception as err:  # a bug must not take the other tags down
                 log.exception("unexpected error while reading a page", extra={"tag": tag})

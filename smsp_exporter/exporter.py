@@ -47,10 +47,12 @@ class Exporter:
         return self
 
     def close(self) -> None:
+        # The client first: it aborts the requests in flight, so a round in progress ends at
+        # once and the refresher thread can be joined without waiting for the upstream.
+        self.client.close()
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
         self.poller.close()
-        self.client.close()
 
     def __enter__(self) -> Exporter:
         return self.start()
