@@ -33,8 +33,15 @@ PATH = Path(__file__).resolve().parent / "dashboards" / "smsp-exporter.json"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Every per-tag query filters on the three variables.
 SEL = 'job=~"$job", instance=~"$instance", tag=~"$tag"'
-# The Not delivered thresholds of the alerts (deploy/prometheus/rules/smsp-exporter.alerts.yml).
+# The account's series have no tag.
+ACCOUNT_SEL = 'job=~"$job", instance=~"$instance"'
+# The thresholds of the alerts (deploy/prometheus/rules/smsp-exporter.alerts.yml): Not
+# delivered shares, hours of credit left, age of the oldest Waiting message.
 WARNING_SHARE, CRITICAL_SHARE = 0.10, 0.25
+CREDIT_HOURS_LOW = 24
+STUCK_WAITING_SECONDS = 6 * 3600
+# Hours of credit left shown when credit is not being spent (or would last longer than this).
+CREDIT_HOURS_CAP = 365 * 24
 
 
 def query(expr: str, legend: str = "__auto", *, instant: bool = False) -> prom.Dataquery:
@@ -114,6 +121,26 @@ def per_tag_stat(panel_id: int, title: str, expr: str, description: str) -> stat
         .decimals(0)
         .span(4)
         .height(8)
+    )
+
+
+def account_stat(panel_id: int, title: str, expr: str, legend: str, description: str) -> stat.Panel:
+    """One big value per series of the account (credit kind, currency)."""
+    return (
+        titled(stat.Panel(), panel_id, title, description, query(expr, legend, instant=True))
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(last_value())
+        .span(6)
+        .height(6)
+    )
+
+
+def dashed(panel: timeseries.Panel, *steps: tuple[float | None, str]) -> timeseries.Panel:
+    """Threshold lines drawn dashed on a graph."""
+    return panel.thresholds(thresholds(*steps)).thresholds_style(
+        common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
     )
 
 
@@ -238,20 +265,17 @@ def build() -> dict[str, Any]:
             )
         )
         .with_panel(
-            graph(
-                6,
-                "Not delivered share over time",
-                f"tag:sms_not_delivered:ratio{{{SEL}}}",
-                "{{tag}}",
-                "Share of Not delivered among the messages with a report; the dashed lines "
-                "are the alert thresholds.",
-                unit="percentunit",
-            )
-            .thresholds(thresholds(*NOT_DELIVERED_THRESHOLDS))
-            .thresholds_style(
-                common_builders.GraphThresholdsStyleConfig().mode(
-                    common.GraphThresholdsStyleMode.DASHED
-                )
+            dashed(
+                graph(
+                    6,
+                    "Not delivered share over time",
+                    f"tag:sms_not_delivered:ratio{{{SEL}}}",
+                    "{{tag}}",
+                    "Share of Not delivered among the messages with a report; the dashed lines "
+                    "are the alert thresholds.",
+                    unit="percentunit",
+                ),
+                *NOT_DELIVERED_THRESHOLDS,
             )
         )
         .with_panel(
@@ -270,8 +294,8 @@ def build() -> dict[str, Any]:
                 "Waiting over time",
                 f"tag:sms_messages_waiting:sum{{{SEL}}}",
                 "{{tag}}",
-                "Messages still Waiting. A flat line above zero for hours, with no new report, "
-                "is what the SmsMessagesStuckWaiting alert watches for.",
+                "Messages still Waiting for their delivery report (reports can take up to 48 "
+                "hours).",
             )
         )
         .with_panel(
@@ -282,6 +306,103 @@ def build() -> dict[str, Any]:
                 "{{tag}}",
                 "Messages of each tag whose recipient replied STOP.",
             )
+        )
+        .with_panel(
+            dashed(
+                graph(
+                    17,
+                    "Oldest Waiting message",
+                    f"time() - sms_oldest_waiting_timestamp_seconds{{{SEL}}}",
+                    "{{tag}}",
+                    "How long ago the oldest message of each tag still Waiting for its report "
+                    "was sent (its `date`, which for a Waiting message is the send time); no "
+                    "line when nothing waits. The dashed line is the 6 h threshold of the "
+                    "SmsMessagesStuckWaiting alert (which also needs 20% of the tag Waiting).",
+                    unit="s",
+                ),
+                (None, "green"),
+                (STUCK_WAITING_SECONDS, "orange"),
+            )
+        )
+        .with_panel(
+            graph(
+                18,
+                "Time since last send or report",
+                f"time() - sms_last_status_timestamp_seconds{{{SEL}}}",
+                "{{tag}}",
+                "How long ago each tag's newest `date` was: its latest send or delivery report. "
+                "Growing steadily: the campaign is over (or nothing reaches SMS Partner).",
+                unit="s",
+            )
+        )
+        .with_row(d.Row("Account").id(20))
+        .with_panel(
+            account_stat(
+                21,
+                "Credit left",
+                f"sms_account_credits{{{ACCOUNT_SEL}}}",
+                "{{kind}}",
+                "Credits left on the SMS Partner account, by kind (sms, sms_eco, hlr…). Needs "
+                "`account: {enabled: true}` in the exporter's configuration.",
+            )
+            .unit("short")
+            .decimals(0)
+        )
+        .with_panel(
+            account_stat(
+                22,
+                "Hours of credit left",
+                f"clamp_max(\n  (sms_account_credits{{{ACCOUNT_SEL}}}\n"
+                f"    / -(deriv(sms_account_credits{{{ACCOUNT_SEL}}}[6h]) < 0)) / 3600\n"
+                f"  or (sms_account_credits{{{ACCOUNT_SEL}}} > 0) * 1e9,\n"
+                f"  {CREDIT_HOURS_CAP}\n)",
+                "{{kind}}",
+                "How long each kind of credit lasts at the spending rate of the last 6 hours. "
+                'Red below 24 h: the SmsAccountCreditRunningOut alert. "Not being spent": '
+                "the credit did not fall over 6 hours (or lasts more than a year).",
+            )
+            .unit("h")
+            .decimals(1)
+            .thresholds(
+                thresholds(
+                    (None, "red"), (CREDIT_HOURS_LOW, "orange"), (3 * CREDIT_HOURS_LOW, "green")
+                )
+            )
+            .mappings(
+                [
+                    model.RangeMap(
+                        options=model.DashboardRangeMapOptions(
+                            from_val=CREDIT_HOURS_CAP,
+                            to=CREDIT_HOURS_CAP,
+                            result=model.ValueMappingResult(
+                                text="not being spent", color="green", index=0
+                            ),
+                        )
+                    )
+                ]
+            )
+        )
+        .with_panel(
+            account_stat(
+                23,
+                "Balance",
+                f"sms_account_balance{{{ACCOUNT_SEL}}}",
+                "{{currency}}",
+                "Money left on the SMS Partner account, by currency.",
+            )
+            .unit("short")
+            .decimals(2)
+            .span(4)
+        )
+        .with_panel(
+            graph(
+                24,
+                "Credit over time",
+                f"sms_account_credits{{{ACCOUNT_SEL}}}",
+                "{{kind}}",
+                "Credits left by kind: the slope is the spending, a jump up a top-up.",
+                span=8,
+            ).height(6)
         )
         .with_row(d.Row("Exporter health").id(10))
         .with_panel(

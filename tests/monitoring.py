@@ -21,6 +21,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
 RECORDING_RULES = PROMETHEUS_DIR / "rules" / "smsp-exporter.rules.yml"
 ALERT_RULES = PROMETHEUS_DIR / "rules" / "smsp-exporter.alerts.yml"
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))  # every file, recording included
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 ALERTMANAGER_YML = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -56,8 +57,14 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    doc = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))
-    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+    """Every alerting rule of every rule file under deploy/prometheus/rules/."""
+    return [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
 
 
 # What Grafana puts in a query before sending it, for a given selection of the variables.

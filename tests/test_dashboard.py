@@ -89,6 +89,10 @@ def test_panels_cover_what_operators_ask_for():
         "sms_up",
         "sms_scrape_duration_seconds",
         "sms_api_errors_total",
+        "sms_oldest_waiting_timestamp_seconds",
+        "sms_last_status_timestamp_seconds",
+        "sms_account_credits",
+        "sms_account_balance",
     ):
         assert needed in exprs
 

@@ -4,7 +4,8 @@ Alertmanager (with the repo's routes and inhibitions) -> a webhook receiver run 
 One campaign's Not delivered share is driven over the thresholds; the critical alert must
 reach the critical receiver with the right labels, the warning must be inhibited, the healthy
 campaign must raise nothing, and the alert must resolve once the campaign recovers. In the same
-run, every query of every dashboard panel must return data.
+run, every query of every dashboard panel must return data (the exporter reads the account's
+credit, and every tag has a few messages that stay Waiting).
 
 What is not verbatim, and why: the alert rules are loaded from a copy whose `for:` durations
 are divided by 60 (15m -> 15s), and the Alertmanager config from a copy with short group
@@ -24,6 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ import pytest
 import requests
 import yaml
 
+from smsp_exporter.config import AccountConfig
 from smsp_exporter.simulator import Simulator, TagSpec
 
 from .conftest import API_KEY, make_config, serve
@@ -40,6 +43,7 @@ from .monitoring import (
     ALERTMANAGER_YML,
     PROMETHEUS_YML,
     RECORDING_RULES,
+    RULE_FILES,
     binary,
     load_dashboard,
     panels,
@@ -195,6 +199,7 @@ def prometheus_config(path: Path, exporter: str, alertmanager: str, alert_rules:
     """The repo's example prometheus.yml with 1 s intervals and this test's targets."""
     config = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    assert sorted([RECORDING_RULES, ALERT_RULES]) == RULE_FILES  # all of them, below
     config["rule_files"] = [str(RECORDING_RULES), alert_rules]
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
     (job,) = config["scrape_configs"]
@@ -232,7 +237,9 @@ def stack(tmp_path) -> Iterator[dict[str, Any]]:
         sim.freeze(at=ALL_REPORTS_IN)
         sim.add_tag(HEALTHY)
         sim.add_tag(RECOVERED)  # "failing" starts healthy
-        config = make_config(sim, [HEALTHY.name, FAILING.name])
+        config = replace(
+            make_config(sim, [HEALTHY.name, FAILING.name]), account=AccountConfig(enabled=True)
+        )
         with serve(config) as exporter_url, Webhook() as webhook:
             am_port, prom_port = free_port(), free_port()
             am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"

@@ -16,13 +16,21 @@ from .monitoring import (
     PROMETHEUS_DIR,
     PROMETHEUS_YML,
     RECORDING_RULES,
+    RULE_FILES,
     RULE_TESTS,
     RUNBOOK,
     alert_rules,
     binary,
 )
 
-PER_EXPORTER_ALERTS = {"SmsApiKeyRejected", "SmsExporterDown", "SmsExporterAbsent"}
+PER_EXPORTER_ALERTS = {
+    "SmsApiKeyRejected",
+    "SmsExporterDown",
+    "SmsExporterAbsent",
+    "SmsAccountCreditRunningOut",
+    "SmsAccountCreditLow",
+    "SmsAccountCreditUnreadable",
+}
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,8 +38,23 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_check_rules():
-    result = run(binary("promtool"), "check", "rules", str(RECORDING_RULES), str(ALERT_RULES))
+    assert {RECORDING_RULES, ALERT_RULES} <= set(RULE_FILES)
+    result = run(binary("promtool"), "check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_prometheus_loads_every_rule_file():
+    rule_files = yaml.safe_load(PROMETHEUS_YML.read_text())["rule_files"]
+    assert sorted(PROMETHEUS_DIR / name for name in rule_files) == RULE_FILES
+
+
+def test_every_rule_file_is_unit_tested():
+    tested = {
+        (path.parent / name).resolve()
+        for path in RULE_TESTS
+        for name in yaml.safe_load(path.read_text())["rule_files"]
+    }
+    assert tested == set(RULE_FILES)
 
 
 def test_promtool_check_example_config():
