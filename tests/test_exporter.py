@@ -107,6 +107,17 @@ def test_unknown_statuses_get_their_own_series_and_documented_ones_stay_at_zero(
     }
 
 
+def test_a_status_with_a_lone_surrogate_downs_its_tag_not_the_whole_scrape(sim):
+    # Valid JSON ("\\ud800"), but no label value can hold it: /metrics used to answer 500.
+    sim.set_messages("odd", [Message("+33600000001", "Deliv\ud800", False, 1_700_000_000)])
+    sim.set_messages("fine", [Message("+33600000002", "Delivered", False, 1_700_000_000)])
+    with serve(make_config(sim, ["odd", "fine"])) as url:
+        found = samples(scrape(url))
+    assert value(found, "sms_up", tag="odd") == 0
+    assert value(found, "sms_api_errors_total", tag="odd", reason="invalid_response") == 1
+    assert statuses_of(found, "fine")["Delivered"] == 1
+
+
 def test_api_ignoring_page_never_doubles_counts(sim):
     sim.add_tag(campaign("sans-page", 35))
     sim.set_fault("sans-page", "ignore_page")
