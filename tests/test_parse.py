@@ -74,6 +74,25 @@ def test_code_10_message_is_english_and_actionable():
         parse_page(raw)
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Numéro +33612345678 invalide",
+        "Numéro 06 12 34 56 78 invalide",
+        "Clé API sk-LEAKCANARY-7f3a9c2e5b1d4f60 incorrecte",
+        "Clé API abcdefghijklmnopqrstuvwxyzabcdef incorrecte",
+    ],
+)
+def test_the_apis_own_message_never_carries_a_number_or_a_key_into_the_error(said):
+    raw = json.dumps({"success": False, "code": 555, "message": said}).encode()
+    with pytest.raises(ApiCodeError) as info:
+        parse_page(raw)
+    text = str(info.value) + info.value.api_message
+    for secret in ("12345678", "12 34 56", "LEAKCANARY", "abcdefghijklmnopqrstuvwxyz"):
+        assert secret not in text
+    assert "invalide" in text or "incorrecte" in text  # the rest of the message is kept
+
+
 def test_not_found_is_an_empty_tag():
     page = parse_page(b'{"success": false, "code": 4, "message": "Message introuvable"}')
     assert page.items == 0 and page.total == 0 and dict(page.statuses) == {}
