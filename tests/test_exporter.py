@@ -407,3 +407,16 @@ def test_key_and_phone_numbers_never_leave_the_process(sim, fmt):
     assert "LEAKCANARY" not in everything
     assert "+33612345678" not in everything and "33612345678" not in everything
     assert "collecting tag failed" in logs
+
+
+def test_scrape_duration_is_each_tags_own(sim):
+    # It was the whole round's duration for every tag: a slow tag made every tag look slow.
+    sim.add_tag(campaign("slow", 25))
+    sim.add_tag(campaign("quick", 25))
+    sim.set_fault("slow", "delay", seconds=1.0, page=2)
+    with serve(make_config(sim, ["slow", "quick"], concurrency=2)) as url:
+        found = samples(scrape(url))
+    slow = value(found, "sms_scrape_duration_seconds", tag="slow")
+    quick = value(found, "sms_scrape_duration_seconds", tag="quick")
+    assert slow >= 1.0
+    assert quick < slow / 2
