@@ -60,7 +60,7 @@ def _number(value: object, name: str) -> float:
         raise InvalidResponse(f"field {name!r} is not a number")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer of 309 digits or more
         raise InvalidResponse(f"field {name!r} is not a number") from None
     if not math.isfinite(number):
         raise InvalidResponse(f"field {name!r} is not a finite number")

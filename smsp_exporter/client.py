@@ -124,6 +124,8 @@ class TagPager:
     newest: int | None = None
     error: UpstreamError | None = None
     outstanding: int = 0
+    started: float | None = None  # monotonic time its page 1 request began
+    ended: float | None = None  # monotonic time its last answer (or error) came back
     _fingerprints: set[int] = field(default_factory=set)
 
     def first_page(self, page: Page) -> list[int]:
@@ -376,21 +378,33 @@ class SmsPartnerClient:
 
     # -- a round --------------------------------------------------------------------------
     def fetch_tags(
-        self, tags: Iterable[str], deadline: float | None = None
+        self,
+        tags: Iterable[str],
+        deadline: float | None = None,
+        durations: dict[str, float] | None = None,
     ) -> dict[str, TagCounts | UpstreamError]:
         """Collect every tag, at most ``concurrency`` requests in flight, within ``deadline``.
 
         Page 1 of every tag is asked first; a tag's other pages are asked as soon as its page 1
         tells how many there are (behind the page 1s still queued, so the pool never idles). A
         tag whose page fails is reported by its error, and its pages not yet sent are dropped.
-        Each answer is folded into its tag's counts as it arrives, then let go."""
+        Each answer is folded into its tag's counts as it arrives, then let go. ``durations``,
+        if given, receives each started tag's seconds from its first request to its last
+        answer (a tag whose page 1 never started before the deadline is left out)."""
         pagers = {tag: TagPager(tag, self.api.max_pages) for tag in dict.fromkeys(tags)}
         pending: dict[Future[Page], tuple[str, int]] = {}
         # Futures in the order they finish: O(1) a page, however many pages are pending.
         finished: queue.SimpleQueue[Future[Page]] = queue.SimpleQueue()
 
+        def first(tag: str) -> Page:
+            pagers[tag].started = time.monotonic()  # read once its future is done
+            return self.fetch_page(tag, 1, deadline)
+
         def submit(tag: str, number: int) -> None:
-            future = self._executor.submit(self.fetch_page, tag, number, deadline)
+            if number == 1:
+                future = self._executor.submit(first, tag)
+            else:
+                future = self._executor.submit(self.fetch_page, tag, number, deadline)
             pending[future] = (tag, number)
             pagers[tag].outstanding += 1
             future.add_done_callback(finished.put)
@@ -408,6 +422,7 @@ class SmsPartnerClient:
             pager.outstanding -= 1
             if pager.error is not None:
                 continue
+            pager.ended = time.monotonic()
             try:
                 page = future.result()
             except UpstreamError as err:
@@ -427,10 +442,16 @@ class SmsPartnerClient:
                     submit(tag, other)
             else:
                 pager.other_page(number, page)
+        cut_at = time.monotonic()
         for future, (tag, _) in pending.items():
             future.cancel()
             if pagers[tag].error is None:
                 pagers[tag].error = DeadlineExceeded("the round ran out of time")
+                pagers[tag].ended = cut_at
+        if durations is not None:
+            for tag, p in pagers.items():
+                if p.started is not None and p.ended is not None:
+                    durations[tag] = max(0.0, p.ended - p.started)
         return {tag: p.error if p.error is not None else p.result() for tag, p in pagers.items()}
 
     @staticmethod

@@ -45,7 +45,7 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
     )
     duration = GaugeMetricFamily(
         "sms_scrape_duration_seconds",
-        "Seconds the last collection round of the tag took",
+        "Seconds the last collection of the tag took, from its first request to its last answer",
         labels=["tag"],
     )
     last_success = GaugeMetricFamily(

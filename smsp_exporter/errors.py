@@ -7,6 +7,8 @@ contain the request URL (which holds the API key) nor any phone number.
 
 from __future__ import annotations
 
+import re
+
 # What each documented SMS Partner error code means (the API's own messages are in French).
 API_CODE_MESSAGES: dict[int, str] = {
     1: "the API key is missing from the request",
@@ -18,6 +20,17 @@ API_CODE_MESSAGES: dict[int, str] = {
     40: "API access is denied for this SMS Partner account",
     96: "this machine's IP address is not authorised to use the SMS Partner API",
 }
+
+
+# In the API's own error message: runs of words holding a digit (a phone number, "06 12 34 56
+# 78", an echoed key) or very long words (a key without digits).
+_SENSITIVE_WORDS = re.compile(r"\S*(?:\d|\S{25})\S*(?:\s+\S*(?:\d|\S{25})\S*)*")
+MAX_API_MESSAGE = 200
+
+
+def scrub_api_message(text: str) -> str:
+    """The API's free-text ``message`` as safe to log: no digits, no long tokens, bounded."""
+    return _SENSITIVE_WORDS.sub("<redacted>", text[:MAX_API_MESSAGE])
 
 
 class UpstreamError(Exception):
@@ -35,11 +48,12 @@ class ApiCodeError(UpstreamError):
 
     def __init__(self, code: int, api_message: str = "") -> None:
         self.code = code
-        self.api_message = api_message
+        # Free text from upstream: it could quote a phone number or the key, so it is scrubbed.
+        self.api_message = scrub_api_message(api_message)
         meaning = API_CODE_MESSAGES.get(code, "the API reported an error")
         text = f"SMS Partner API error code {code}: {meaning}"
-        if api_message:
-            text += f" (API said: {api_message[:200]!r})"
+        if self.api_message:
+            text += f" (API said: {self.api_message!r})"
         super().__init__(text)
         self.reason = f"api_code_{code}"
 

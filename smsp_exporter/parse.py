@@ -109,8 +109,27 @@ def check_success(doc: object) -> dict[str, object]:
     raise InvalidResponse("the answer has no boolean 'success' field")
 
 
+def _label_safe(status: str) -> bool:
+    """Whether ``status`` can be written out as UTF-8: a lone surrogate (``"\\ud800"``, valid
+    JSON) would make the whole exposition of ``/metrics`` fail, for every tag."""
+    if status.isascii():
+        return True
+    try:
+        status.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_page(body: bytes) -> Page:
     """Validate one answer body and aggregate its messages."""
+    if not body.isascii():
+        # msgspec checks UTF-8 only in the strings it decodes (not in phone numbers it skips),
+        # and raises UnicodeDecodeError, not MsgspecError: the reference path decides.
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return parse_page_reference(body)
     try:
         answer = _DECODER.decode(body)
     except msgspec.MsgspecError:
@@ -131,6 +150,8 @@ def parse_page(body: bytes) -> Page:
     counts = Counter(statuses)
     if len(counts) > MAX_DISTINCT_STATUSES:
         raise InvalidResponse(f"more than {MAX_DISTINCT_STATUSES} distinct statuses")
+    if not all(map(_label_safe, counts)):
+        raise InvalidResponse("a message's 'status' is not valid Unicode")
     dates: list[str] = list(map(_DATE, messages))
     joined = "".join(dates)
     lengths = set(map(len, dates))
@@ -212,6 +233,8 @@ def aggregate(doc: Mapping[str, object]) -> Page:
         else:
             if len(statuses) >= MAX_DISTINCT_STATUSES:
                 raise InvalidResponse(f"more than {MAX_DISTINCT_STATUSES} distinct statuses")
+            if not _label_safe(status):
+                raise InvalidResponse(f"message {index}: 'status' is not valid Unicode")
             statuses[status] = 1
         if stop_sms:
             stop += 1

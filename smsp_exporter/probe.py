@@ -14,11 +14,15 @@ its tag. The exporter's own metrics (``sms_api_requests_total``, build info, acc
 stay on ``/metrics``. Counters are kept between probes of a tag (``sms_api_errors_total`` is a
 real counter, ``sms_last_success_timestamp_seconds`` survives a failed probe), in a state
 separate from ``/metrics``'s rounds. Two probes of one tag at the same moment both ask the API.
+That state is kept for the ``MAX_PROBED_TAGS`` tags probed most recently (``allowed_pattern``
+admits any number of tags): a tag probed again after that starts its counters afresh.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from http import HTTPStatus
@@ -37,6 +41,8 @@ from .web import SCRAPE_TIMEOUT_HEADER, _parse_scrape_timeout
 # Families describing the exporter itself: served on /metrics only.
 EXPORTER_FAMILIES = frozenset({"sms_api_requests", "sms_exporter_build_info"})
 MAX_TAG_LENGTH = 200
+# Tags whose probe state (error counters, last success) is kept, the most recently probed ones.
+MAX_PROBED_TAGS = 1024
 
 
 class _Families(Collector):
@@ -52,13 +58,28 @@ class _Families(Collector):
 class ProbeApp:
     """The WSGI application behind ``/probe``."""
 
-    def __init__(self, config: Config, client: SmsPartnerClient) -> None:
+    def __init__(
+        self, config: Config, client: SmsPartnerClient, max_tags: int = MAX_PROBED_TAGS
+    ) -> None:
         self.allowed = config.probe
         self.client = client
         # Its own state: no static tag, no template, no account reading.
         self.poller = Poller(
             replace(config, tags=(), tag_templates=(), account=AccountConfig()), client
         )
+        self.max_tags = max_tags
+        self._recent: OrderedDict[str, None] = OrderedDict()  # least recently probed first
+        self._recent_lock = threading.Lock()
+
+    def _remember(self, tag: str) -> None:
+        """Mark ``tag`` as just probed (before its collection, so that a concurrent probe cannot
+        evict it mid-way) and forget the state of the tags beyond ``max_tags``."""
+        with self._recent_lock:
+            self._recent[tag] = None
+            self._recent.move_to_end(tag)
+            while len(self._recent) > self.max_tags:
+                gone, _ = self._recent.popitem(last=False)
+                self.poller._forget(gone)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
@@ -77,6 +98,7 @@ class ProbeApp:
                 "this tag may not be probed (see probe.allowed_tags, probe.allowed_pattern)\n",
             )
         timeout = _parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER))
+        self._remember(tag)
         started = time.monotonic()
         states = self.poller.collect({tag: None}, started + round_budget(timeout))
         snapshot = Snapshot(

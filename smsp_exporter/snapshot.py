@@ -46,7 +46,7 @@ class TagState:
     up: bool
     counts: TagCounts | None  # this round's counts, or the last good ones if kept
     error: str | None = None  # reason of the latest failure
-    duration: float = 0.0  # seconds the latest collection of the tag took
+    duration: float = 0.0  # seconds from the tag's first request to its last answer
     last_success: float | None = None  # Unix time
     errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     truncations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -112,12 +112,13 @@ class Poller:
     def collect(self, tags: Mapping[str, str | None], deadline: float) -> tuple[TagState, ...]:
         """Collect ``tags`` (tag -> template) now and fold the results in."""
         started = time.monotonic()
-        results = self.client.fetch_tags(tags, deadline)
-        duration = time.monotonic() - started
+        durations: dict[str, float] = {}
+        results = self.client.fetch_tags(tags, deadline, durations)
+        duration = time.monotonic() - started  # for a tag that never started: the round's
         now = time.time()
         with self._fold_lock:
             return tuple(
-                self._fold(tag, results[tag], duration, now, template)
+                self._fold(tag, results[tag], durations.get(tag, duration), now, template)
                 for tag, template in tags.items()
             )
 

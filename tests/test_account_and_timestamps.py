@@ -77,6 +77,8 @@ def test_parse_me_variants():
         parse_me(b'{"success":true,"code":200,"credits":{"creditSms":"lots"}}')
     with pytest.raises(InvalidResponse):
         parse_me(b'{"success":true,"code":200}')
+    with pytest.raises(InvalidResponse):  # was OverflowError: a bug report, not a bad answer
+        parse_me(b'{"success":true,"code":200,"credits":{"creditSms":1%s}}' % (b"0" * 400))
 
 
 def test_oldest_waiting_and_last_status_timestamps(sim):

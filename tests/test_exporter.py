@@ -107,6 +107,17 @@ def test_unknown_statuses_get_their_own_series_and_documented_ones_stay_at_zero(
     }
 
 
+def test_a_status_with_a_lone_surrogate_downs_its_tag_not_the_whole_scrape(sim):
+    # Valid JSON ("\\ud800"), but no label value can hold it: /metrics used to answer 500.
+    sim.set_messages("odd", [Message("+33600000001", "Deliv\ud800", False, 1_700_000_000)])
+    sim.set_messages("fine", [Message("+33600000002", "Delivered", False, 1_700_000_000)])
+    with serve(make_config(sim, ["odd", "fine"])) as url:
+        found = samples(scrape(url))
+    assert value(found, "sms_up", tag="odd") == 0
+    assert value(found, "sms_api_errors_total", tag="odd", reason="invalid_response") == 1
+    assert statuses_of(found, "fine")["Delivered"] == 1
+
+
 def test_api_ignoring_page_never_doubles_counts(sim):
     sim.add_tag(campaign("sans-page", 35))
     sim.set_fault("sans-page", "ignore_page")
@@ -396,3 +407,16 @@ def test_key_and_phone_numbers_never_leave_the_process(sim, fmt):
     assert "LEAKCANARY" not in everything
     assert "+33612345678" not in everything and "33612345678" not in everything
     assert "collecting tag failed" in logs
+
+
+def test_scrape_duration_is_each_tags_own(sim):
+    # It was the whole round's duration for every tag: a slow tag made every tag look slow.
+    sim.add_tag(campaign("slow", 25))
+    sim.add_tag(campaign("quick", 25))
+    sim.set_fault("slow", "delay", seconds=1.0, page=2)
+    with serve(make_config(sim, ["slow", "quick"], concurrency=2)) as url:
+        found = samples(scrape(url))
+    slow = value(found, "sms_scrape_duration_seconds", tag="slow")
+    quick = value(found, "sms_scrape_duration_seconds", tag="quick")
+    assert slow >= 1.0
+    assert quick < slow / 2

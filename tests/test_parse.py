@@ -74,6 +74,25 @@ def test_code_10_message_is_english_and_actionable():
         parse_page(raw)
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Numéro +33612345678 invalide",
+        "Numéro 06 12 34 56 78 invalide",
+        "Clé API sk-LEAKCANARY-7f3a9c2e5b1d4f60 incorrecte",
+        "Clé API abcdefghijklmnopqrstuvwxyzabcdef incorrecte",
+    ],
+)
+def test_the_apis_own_message_never_carries_a_number_or_a_key_into_the_error(said):
+    raw = json.dumps({"success": False, "code": 555, "message": said}).encode()
+    with pytest.raises(ApiCodeError) as info:
+        parse_page(raw)
+    text = str(info.value) + info.value.api_message
+    for secret in ("12345678", "12 34 56", "LEAKCANARY", "abcdefghijklmnopqrstuvwxyz"):
+        assert secret not in text
+    assert "invalide" in text or "incorrecte" in text  # the rest of the message is kept
+
+
 def test_not_found_is_an_empty_tag():
     page = parse_page(b'{"success": false, "code": 4, "message": "Message introuvable"}')
     assert page.items == 0 and page.total == 0 and dict(page.statuses) == {}
@@ -108,6 +127,34 @@ def test_invalid_response_never_quotes_phone_numbers():
     with pytest.raises(InvalidResponse) as info:
         parse_page(body([msg(stop="yes", phone="+33699999999")]))
     assert "+33699999999" not in str(info.value)
+
+
+@pytest.mark.parametrize("parse", [parse_page, parse_page_reference])
+@pytest.mark.parametrize(
+    "status",
+    [b'"Deliv\\ud800ered"', b'"\\udc00"', b'"Deliv\xed\xa0\x80ered"'],
+    ids=["escaped-high", "escaped-low", "encoded-surrogate"],
+)
+def test_a_status_that_is_not_valid_unicode_is_invalid_response(parse, status):
+    # JSON allows a lone surrogate escape; as a label value it made the whole /metrics
+    # exposition fail (UnicodeEncodeError), every tag with it.
+    raw = body([msg(status="PLACEHOLDER")]).replace(b'"PLACEHOLDER"', status)
+    with pytest.raises(InvalidResponse):
+        parse(raw)
+
+
+def test_a_status_in_any_valid_unicode_is_counted():
+    raw = body([msg(status="Délivré \U0001f600")]).replace(b"\\u00e9", "é".encode())
+    for parse in (parse_page, parse_page_reference):
+        assert dict(parse(raw).statuses) == {"Délivré \U0001f600": 1}
+
+
+@pytest.mark.parametrize("junk", [b"\xff", b"\xed\xa0\x80", b"\xc3"])
+def test_bytes_that_are_not_utf8_in_a_field_nobody_reads_agree(junk):
+    # msgspec skips phoneNumber without checking its UTF-8; the two paths must still agree
+    # (and the fast path must raise InvalidResponse, not UnicodeDecodeError).
+    raw = body([msg(phone="PLACEHOLDER")]).replace(b"PLACEHOLDER", b"+336" + junk)
+    assert outcome(parse_page, raw) == outcome(parse_page_reference, raw)
 
 
 def test_same_content_same_fingerprint_different_content_differs():
@@ -223,8 +270,35 @@ def outcome(parse, raw: bytes):
     )
 
 
+# Bodies that are not plain ASCII: raw UTF-8 (ensure_ascii=False), lone surrogates, as escapes or
+# as their (invalid) UTF-8 bytes, in the status and in the skipped phone number.
+unicode_answer = st.builds(
+    lambda messages, escape: json.dumps(
+        {"success": True, "code": 200, "total": len(messages), "StatutResponse_List": messages},
+        ensure_ascii=escape,
+    ).encode("utf-8", "surrogatepass"),
+    st.lists(
+        st.builds(
+            msg,
+            status=st.text(st.characters(codec=None), min_size=1, max_size=4)
+            | st.sampled_from(["Delivered", "\ud800", "x\udfff"]),
+            phone=st.text(max_size=4) | st.just("+336\ud83d"),
+        ),
+        max_size=4,
+    ),
+    st.booleans(),
+)
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(valid_answer, near_answer.map(json.dumps), answer_like.map(json.dumps)))
+@given(
+    st.one_of(
+        valid_answer,
+        near_answer.map(json.dumps),
+        answer_like.map(json.dumps),
+        unicode_answer,
+    )
+)
 def test_fast_path_agrees_with_the_reference_parser(raw):
     raw = raw if isinstance(raw, bytes) else raw.encode()
     assert outcome(parse_page, raw) == outcome(parse_page_reference, raw)

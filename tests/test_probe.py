@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import requests
 
+from smsp_exporter.client import SmsPartnerClient
 from smsp_exporter.config import config_from_dict
+from smsp_exporter.probe import ProbeApp
 
 from .conftest import API_KEY, campaign, samples, scrape, serve, statuses_of, value
 
@@ -79,3 +81,32 @@ def test_probe_error_counters_survive_between_probes(sim):
     assert value(found, "sms_up", tag="listed") == 1
     assert value(found, "sms_api_errors_total", tag="listed", reason="http_500") == 2
     assert value(found, "sms_last_success_timestamp_seconds", tag="listed") is not None
+
+
+def test_probe_state_is_bounded_whatever_the_pattern_admits(sim):
+    # allowed_pattern admits any number of tags: the per-tag state (error counters, last good
+    # counts, last success) must not grow with every tag ever probed.
+    config = probe_config(sim)
+    client = SmsPartnerClient(config.api)
+    app = ProbeApp(config, client, max_tags=3)
+    answers = []
+
+    def get(tag):
+        environ = {"REQUEST_METHOD": "GET", "QUERY_STRING": f"tag={tag}"}
+        body = b"".join(app(environ, lambda status, headers: answers.append(status)))
+        return samples(body.decode())
+
+    try:
+        sim.set_fault("listed", "http_status", status=500, times=1)
+        get("listed")
+        for name in "abcdefghij":
+            get(f"promo-{name}")
+            get("listed")  # probed all along: its counter is kept
+        found = get("listed")
+    finally:
+        client.close()
+    assert set(answers) == {"200 OK"}
+    assert value(found, "sms_api_errors_total", tag="listed", reason="http_500") == 1
+    kept = app.poller
+    for state in (kept._errors, kept._truncations, kept._last_good, kept._last_success):
+        assert set(state) <= {"listed", "promo-i", "promo-j"}, state
