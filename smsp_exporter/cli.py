@@ -19,7 +19,7 @@ from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, reload_route
-from .web import ExporterServer
+from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("smsp_exporter")
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT before the server is up (a BaseException: no handler swallows it)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
@@ -100,6 +104,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+
+    # Until the server is up, SIGTERM and SIGINT stop start-up at once (no traceback) and a
+    # SIGHUP is remembered for when it is (its default action would kill the process).
+    hangup = threading.Event()
+
+    def stop_starting(signum: int, _frame: object) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in handled}
+    signal.signal(signal.SIGTERM, stop_starting)
+    signal.signal(signal.SIGINT, stop_starting)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
+    try:
+        return _main(args, hangup)
+    except _Stopped as stopped:
+        log.info("stopping before start-up finished", extra={"signal": str(stopped)})
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
+    listen = args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
+    try:
+        parse_listen_address(listen)
+    except ValueError as err:
+        print(f"smsp-exporter: --web.listen-address: {err}", file=sys.stderr)
+        return 2
 
     web_config = None
     if args.web_config_file:
@@ -127,7 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.source}: valid, {len(config.tags)} tags, mode {config.collection.mode}")
         return 0
 
-    listen = args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
     if args.demo:
         demo_config = config
 
@@ -139,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return load_config(args.config_file)
 
     try:
-        return _serve(config, listen, demo=args.demo, load=load, web_config=web_config)
+        return _serve(
+            config, listen, demo=args.demo, load=load, web_config=web_config, hangup=hangup
+        )
     finally:
         if simulator is not None:
             simulator.stop()
@@ -173,6 +208,7 @@ def _serve(
     demo: bool,
     load: Callable[[], Config],
     web_config: WebConfig | None = None,
+    hangup: threading.Event | None = None,
 ) -> int:
     reloader = Reloader(load, config)
     registry = CollectorRegistry()
@@ -187,6 +223,14 @@ def _serve(
         extra_routes={**reloader.routes(), "/-/reload": reload_route(reloader)},
         web_config=web_config,
     )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
     except (OSError, ValueError) as err:
@@ -206,19 +250,13 @@ def _serve(
     if demo:
         print(f"smsp-exporter demo: metrics at {metrics_url}  (Ctrl-C to stop)", flush=True)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
     def on_hangup(_signum: int, _frame: object) -> None:
         # Not in the signal handler: a reload reads files and starts threads.
         threading.Thread(target=reloader.reload, name="smsp-exporter-reload", daemon=True).start()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    if hangup is not None and hangup.is_set():  # a SIGHUP during start-up
+        on_hangup(signal.SIGHUP, None)
     try:
         while not stop.wait(1.0):
             pass

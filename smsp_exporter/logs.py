@@ -245,3 +245,22 @@ def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | Non
     handler.setFormatter(_Formatter(fmt))
     root.addHandler(handler)
     root.setLevel(levelno)
+    # What Python would print to stderr itself goes through the formatter too: warnings, and
+    # the traceback of an exception nothing caught, in the main thread or in any other.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    logging.getLogger("smsp_exporter").error("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if issubclass(args.exc_type, SystemExit):  # silent, as with the default hook
+        return
+    logging.getLogger("smsp_exporter").error(
+        "uncaught exception in a thread",
+        extra={"thread_name": args.thread.name if args.thread is not None else "-"},
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )

@@ -138,6 +138,8 @@ def load_web_config(path: str | Path) -> WebConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise WebConfigError(source, "<yaml>", f"invalid YAML{where}") from None
+    except RecursionError:
+        raise WebConfigError(source, "<yaml>", "the document is nested too deeply") from None
     config = _Builder(source, path.parent).build(data)
     if config.tls is not None:
         ssl_context(config)  # the certificate, key and CA must load now, not at first request
@@ -285,9 +287,23 @@ def ssl_context(config: WebConfig) -> ssl.SSLContext:
             raise WebConfigError(
                 config.source, f"{prefix}.{name}", f"cannot read {path}: {_reason(exc)}"
             ) from None
+    asked = []
+
+    def no_passphrase() -> bytes:
+        # Without a callback, OpenSSL asks for the passphrase on the terminal (and blocks).
+        asked.append(True)
+        return b""
+
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=no_passphrase)
     except (OSError, ssl.SSLError) as exc:
+        if asked:
+            raise WebConfigError(
+                config.source,
+                f"{prefix}.key_file",
+                "the private key is encrypted: passphrases are not supported, "
+                "give an unencrypted key (readable by this user only)",
+            ) from None
         raise WebConfigError(
             config.source,
             f"{prefix}.cert_file",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,102 @@ def test_promtool_check_metrics_flags_only_the_two_contract_names(exporter_proce
     problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     flagged = {line.split()[0] for line in problems}
     assert flagged == {"sms_status_total", "sms_stop_total"}, problems
+
+
+# --- start-up: bad flags, signals before the server is up ------------------------------------
+
+
+@pytest.mark.parametrize("address", ["bogus", "127.0.0.1:99999", "[zz]:1", "::1:9847"])
+def test_bad_listen_address_exits_2_with_one_line(tmp_path, address):
+    path = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    result = run_cli("--config.file", str(path), "--web.listen-address", address)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--web.listen-address" in lines[0], result.stderr
+
+
+def test_deeply_nested_web_config_exits_2_with_one_line(tmp_path):
+    path = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    web = tmp_path / "web.yml"
+    web.write_text("[" * 5000 + "]" * 5000 + "\n")
+    result = run_cli("--config.file", str(path), "--web.config.file", str(web))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith(f"{web}: <yaml>: the document is nested too deeply"), line
+
+
+@contextlib.contextmanager
+def starting_on_a_fifo(tmp_path, sim) -> Iterator[tuple[subprocess.Popen, int, int]]:
+    """An exporter held in start-up: its --web.config.file is a FIFO it is reading from.
+
+    Yields the process, the FIFO's write end (write the web config and close it to let
+    start-up go on) and the port it will listen on.
+    """
+    path = write_config(tmp_path, sim.url)
+    fifo = tmp_path / "web.yml"
+    os.mkfifo(fifo)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsp_exporter",
+            f"--config.file={path}",
+            f"--web.config.file={fifo}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SMSP_API_KEY": ""},
+    )
+    writer = -1
+    try:
+        deadline = time.monotonic() + 15
+        while writer < 0:  # opens once the exporter has opened the FIFO to read it
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "the exporter never read its web config"
+                time.sleep(0.05)
+        # Then wait for it to block reading: a signal that comes between the open and the
+        # read is only seen by Python once that read returns.
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline and "pipe" not in wchan.read_text():
+            time.sleep(0.02)
+        yield proc, writer, port
+    finally:
+        if writer >= 0:
+            with contextlib.suppress(OSError):
+                os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_sighup_during_start_up_is_a_reload_once_up(tmp_path, sim):
+    sim.add_tag(campaign("promo", 3))
+    with starting_on_a_fifo(tmp_path, sim) as (proc, writer, port):
+        proc.send_signal(signal.SIGHUP)  # the default action would kill the process
+        time.sleep(0.3)
+        os.write(writer, b"{}\n")
+        os.close(writer)
+        wait_until_up(f"http://127.0.0.1:{port}", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        _, stderr = proc.communicate(timeout=5)
+    assert "config reloaded" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_sigterm_or_sigint_during_start_up_stops_cleanly(tmp_path, sim, signum):
+    with starting_on_a_fifo(tmp_path, sim) as (proc, _writer, _port):
+        proc.send_signal(signum)
+        assert proc.wait(timeout=10) == 0
+        _, stderr = proc.communicate(timeout=5)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "stopping before start-up finished" in stderr

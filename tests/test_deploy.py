@@ -193,6 +193,43 @@ def test_systemd_unit_is_hardened():
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
 
+PROCESS_METRICS = """
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+registry = CollectorRegistry()
+ProcessCollector(registry=registry)
+print(generate_latest(registry).decode())
+"""
+
+
+def test_systemd_unit_leaves_the_process_metrics_readable():
+    """The process_* metrics read /proc/self/* and /proc/stat (boot time): without the latter
+    the collector exports nothing, and ProcSubset=pid hides it. Mount /proc the way the unit
+    asks (in a private mount namespace) and collect; where that is not allowed, check the
+    setting itself."""
+    settings = unit_settings()
+    subset = settings.get("ProcSubset", ["all"])[-1]
+    options = [f"subset={subset}"] if subset == "pid" else []
+    if "ProtectProc" in settings:
+        options.append(f"hidepid={settings['ProtectProc'][-1]}")
+    mount = f"mount -t proc -o {','.join(options) or 'defaults'} proc /proc"
+    result = run(
+        "unshare",
+        "--mount",
+        "--propagation=private",
+        "sh",
+        "-c",
+        f'{mount} && exec "$0" -c "$1"',
+        sys.executable,
+        PROCESS_METRICS,
+    )
+    if result.returncode != 0 and "process_" not in result.stdout:  # not allowed here
+        assert subset != "pid", "ProcSubset=pid hides /proc/stat: no process_* metrics"
+        return
+    assert "process_cpu_seconds_total" in result.stdout, result.stdout + result.stderr
+    assert "process_start_time_seconds" in result.stdout
+
+
 def test_systemd_credential_is_where_the_exporter_reads_the_key(tmp_path):
     """LoadCredential=NAME:PATH puts the key at $CREDENTIALS_DIRECTORY/NAME; the unit's
     Environment= points SMSP_API_KEY_FILE there through %d, which systemd expands to that

@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from urllib.parse import quote, quote_plus
@@ -32,12 +34,15 @@ log = logging.getLogger("smsp_exporter.test")
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    hooks = sys.excepthook, threading.excepthook
     clear_secrets()
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        sys.excepthook, threading.excepthook = hooks
+        logging.captureWarnings(False)
         clear_secrets()
 
 
@@ -419,3 +424,38 @@ def test_urllib3_debug_url_lines_are_redacted() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+UNCAUGHT = """
+import sys, threading, warnings
+from smsp_exporter.logs import add_secret, setup_logging
+
+setup_logging("warn")
+add_secret("K3y-0f-the-API-1234")
+
+def fail():
+    raise RuntimeError("upstream said K3y-0f-the-API-1234 for +33612345678")
+
+thread = threading.Thread(target=fail, name="smsp-exporter-reload")
+thread.start()
+thread.join()
+warnings.warn("deprecated call with apiKey=K3y-0f-the-API-1234")
+raise ValueError("at exit: K3y-0f-the-API-1234")
+"""
+
+
+def test_uncaught_exceptions_and_warnings_go_through_the_formatter() -> None:
+    """A thread's uncaught exception (the SIGHUP reload thread, say), a Python warning and an
+    uncaught exception in the main thread: Python would print them to stderr as they are."""
+    result = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert all(line.startswith("ts=") for line in lines), result.stderr
+    assert "K3y-0f-the-API" not in result.stderr and "+336" not in result.stderr
+    thread, warning, main = (parse_logfmt(line) for line in lines)
+    assert thread["thread_name"] == "smsp-exporter-reload" and "RuntimeError" in thread["exc"]
+    assert warning["logger"] == "py.warnings" and warning["level"] == "warn"
+    assert main["msg"] == "uncaught exception" and "ValueError" in main["exc"]

@@ -255,6 +255,34 @@ def test_unreadable_tls_files_are_a_config_error(pki, tmp_path):
     assert "tls_server_config.key_file" in str(caught.value)
 
 
+def test_an_encrypted_tls_key_is_refused_without_asking_for_a_passphrase(pki, tmp_path):
+    """Without a password callback OpenSSL prompts on the terminal (and a service blocks)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki["server.key"].read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    text = f"tls_server_config:\n  cert_file: {pki['server.crt']}\n  key_file: {encrypted}\n"
+    path = write_web_config(tmp_path, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "smsp_exporter", "--demo", f"--web.config.file={path}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal: OpenSSL would prompt on stderr
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "tls_server_config.key_file" in line and "encrypted" in line, line
+
+
 def test_the_command_line_serves_tls_with_basic_auth_and_an_open_healthz(pki, tmp_path):
     """--web.config.file and --web.healthz-without-auth on a real process (demo mode)."""
     path = write_web_config(tmp_path, tls_config(pki) + auth_config())
@@ -295,6 +323,10 @@ def test_the_command_line_serves_tls_with_basic_auth_and_an_open_healthz(pki, tm
         assert answer.status_code == 200 and "sms_status_total" in answer.text
         reload = requests.post(f"{url}/-/reload", verify=pki["ca.crt"], timeout=10)
         assert reload.status_code == 401
+        for path in ("/", "/probe?tag=x", "/api/v1/tags", "/nothing-here"):
+            answer = requests.get(f"{url}{path}", verify=pki["ca.crt"], timeout=10)
+            assert answer.status_code == 401, path
+            assert answer.headers["WWW-Authenticate"].startswith("Basic "), path
     finally:
         proc.kill()
         proc.communicate(timeout=10)
