@@ -16,7 +16,12 @@ venv() {
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ ! -x "$VENV/bin/python" ]; then
         echo "==> creating virtual environment in $VENV" >&2
-        "$PY" -m venv "$VENV"
+        if ! "$PY" -m venv "$VENV"; then
+            # Debian's own python3 ships venv separately.
+            rm -rf "$VENV"
+            apt_install python3-venv
+            "$PY" -m venv "$VENV"
+        fi
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "==> installing smsp-exporter and its test dependencies" >&2
@@ -36,12 +41,16 @@ system_packages() {
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     [ ${#missing[@]} -eq 0 ] && return 0
-    echo "==> installing Debian packages: ${missing[*]}" >&2
+    apt_install "${missing[@]}"
+}
+
+apt_install() {
+    echo "==> installing Debian packages: $*" >&2
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+        "$@" >/dev/null
 }
 
 lint() {
