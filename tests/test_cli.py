@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -17,8 +16,7 @@ import pytest
 import requests
 
 from .conftest import API_KEY, campaign, samples, statuses_of, value
-
-BAD_CONFIGS = sorted((Path(__file__).parent / "configs" / "bad").glob("*.yaml"))
+from .test_config import BAD_CONFIGS, expected_key
 
 
 def run_cli(*args: str, env=None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -36,17 +34,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def expected_key(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
-    match = re.match(r"#\s*expect:\s*(.+?)\s*$", first)
-    assert match, f"{path.name} lacks its '# expect: KEY' first line"
-    return match.group(1)
-
-
-def test_the_corpus_is_there():
-    assert len(BAD_CONFIGS) >= 12
 
 
 @pytest.mark.parametrize("path", BAD_CONFIGS, ids=lambda p: p.name)
