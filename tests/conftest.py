@@ -4,6 +4,7 @@ both on 127.0.0.1 with ports chosen by the kernel."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,13 @@ from smsp_exporter.web import ExporterServer
 
 # Looks like a real key, so that a leak of it anywhere is easy to find.
 API_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4f60"
+
+
+def free_port() -> int:
+    """A loopback port free right now (for processes that take a port, not port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def campaign(name: str, messages: int, **fields) -> TagSpec:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
-from .conftest import API_KEY
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .conftest import API_KEY, free_port
 
 
 @dataclass
@@ -52,6 +46,19 @@ class Running:
         code = self.proc.wait(timeout=timeout)
         self.stdout, self.stderr = self.proc.communicate(timeout=5)
         return code
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, limit: float = 15) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exporter exited early: {proc.communicate()[1]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    pytest.fail("exporter did not come up")
 
 
 def write_config(directory: Path, url: str, tags, api: str = "", collection: str = "") -> Path:
@@ -91,16 +98,7 @@ def exporter_process(config: Path, *flags: str, log_format: str = "json") -> Ite
     )
     running = Running(proc, f"http://127.0.0.1:{port}", port, config)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the exporter exited early: {proc.communicate()[1]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{running.url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError("the exporter did not come up")
-            time.sleep(0.05)
+        wait_until_up(running.url, proc)
         yield running
     finally:
         if proc.poll() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import API_KEY, campaign, samples, statuses_of, value
+from .conftest import API_KEY, campaign, free_port, samples, statuses_of, value
+from .running import wait_until_up
 from .test_config import BAD_CONFIGS, expected_key
 
 
@@ -28,12 +28,6 @@ def run_cli(*args: str, env=None, timeout: float = 30) -> subprocess.CompletedPr
         env={**os.environ, "SMSP_API_KEY": "", **(env or {})},
         stdin=subprocess.DEVNULL,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("path", BAD_CONFIGS, ids=lambda p: p.name)
@@ -110,19 +104,6 @@ def exporter_process(sim, tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, limit: float = 15) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"exporter exited early: {proc.communicate()[1]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    pytest.fail("exporter did not come up")
 
 
 def test_serves_metrics_and_stops_cleanly_on_sigterm(exporter_process):

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import API_KEY
-from .test_cli import free_port, run_cli, wait_until_up
+from .conftest import API_KEY, free_port
+from .running import wait_until_up
+from .test_cli import run_cli
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -37,7 +36,7 @@ import yaml
 from smsp_exporter.config import AccountConfig
 from smsp_exporter.simulator import Simulator, TagSpec
 
-from .conftest import API_KEY, make_config, serve
+from .conftest import API_KEY, free_port, make_config, serve
 from .monitoring import (
     ALERT_RULES,
     ALERTMANAGER_YML,
@@ -56,12 +55,6 @@ HEALTHY = TagSpec("healthy", 200, delivered=0.96, not_delivered=0.03, stop=0.05,
 FAILING = TagSpec("failing", 200, delivered=0.40, not_delivered=0.59, stop=0.05, send_spread=0)
 RECOVERED = TagSpec("failing", 200, delivered=0.97, not_delivered=0.02, stop=0.05, send_spread=0)
 ALL_REPORTS_IN = 3 * 86400.0  # simulated time past the 48 h cap on report delays
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:

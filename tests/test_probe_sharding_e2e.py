@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,17 +19,11 @@ import yaml
 
 from smsp_exporter.config import config_from_dict
 
-from .conftest import API_KEY, campaign, serve
+from .conftest import API_KEY, campaign, free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "prometheus" / "prometheus-sharded.yml"
 TAGS = [f"promo-{name}" for name in ("a", "b", "c", "d", "e", "f", "g", "h")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sharded_config(replicas: list[str], sd_file: Path) -> dict:
