@@ -27,6 +27,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 from .account import AccountState
 from .collector import DOCUMENTED_STATUSES
 from .snapshot import Snapshot, Source, TagState
+from .web import answer_text
 
 SCHEMA_VERSION = 1
 
@@ -81,11 +82,12 @@ class TagsApi:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if str(environ.get("REQUEST_METHOD", "GET")).upper() not in ("GET", "HEAD"):
-            start_response(
-                f"{HTTPStatus.METHOD_NOT_ALLOWED.value} {HTTPStatus.METHOD_NOT_ALLOWED.phrase}",
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+            return answer_text(
+                start_response,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                ("Allow", "GET, HEAD"),
             )
-            return [b"method not allowed\n"]
         body = json.dumps(document(self.source.snapshot(None)), separators=(",", ":"))
         start_response(
             "200 OK",

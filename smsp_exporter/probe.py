@@ -36,7 +36,7 @@ from .client import SmsPartnerClient
 from .collector import families
 from .config import AccountConfig, Config
 from .snapshot import Poller, Snapshot, round_budget
-from .web import SCRAPE_TIMEOUT_HEADER, _parse_scrape_timeout
+from .web import SCRAPE_TIMEOUT_HEADER, _parse_scrape_timeout, answer_text
 
 # Families describing the exporter itself: served on /metrics only.
 EXPORTER_FAMILIES = frozenset({"sms_api_requests", "sms_exporter_build_info"})
@@ -84,15 +84,15 @@ class ProbeApp:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         if method not in ("GET", "HEAD"):
-            return _answer(start_response, HTTPStatus.METHOD_NOT_ALLOWED, "use GET\n")
+            return answer_text(start_response, HTTPStatus.METHOD_NOT_ALLOWED, "use GET\n")
         tags = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True).get("tag")
         if not tags or not tags[0]:
-            return _answer(start_response, HTTPStatus.BAD_REQUEST, "missing ?tag=\n")
+            return answer_text(start_response, HTTPStatus.BAD_REQUEST, "missing ?tag=\n")
         if len(tags) > 1:
-            return _answer(start_response, HTTPStatus.BAD_REQUEST, "one tag per probe\n")
+            return answer_text(start_response, HTTPStatus.BAD_REQUEST, "one tag per probe\n")
         tag = tags[0]
         if len(tag) > MAX_TAG_LENGTH or not self.allowed.allows(tag):
-            return _answer(
+            return answer_text(
                 start_response,
                 HTTPStatus.FORBIDDEN,
                 "this tag may not be probed (see probe.allowed_tags, probe.allowed_pattern)\n",
@@ -109,11 +109,3 @@ class ProbeApp:
         body = generate_latest(registry)
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
         return [body]
-
-
-def _answer(start_response: StartResponse, status: HTTPStatus, text: str) -> list[bytes]:
-    start_response(
-        f"{status.value} {status.phrase}",
-        [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
-    )
-    return [text.encode()]

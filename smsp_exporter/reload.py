@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,7 +21,7 @@ from prometheus_client.registry import Collector
 from .config import Config, ConfigError
 from .exporter import Exporter
 from .logs import add_secret
-from .web import WSGIApp
+from .web import WSGIApp, answer_text
 
 __all__ = ["Reloader", "reload_route"]
 
@@ -144,17 +145,16 @@ def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[byte
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if str(environ.get("REQUEST_METHOD", "")).upper() != "POST":
-            status, body, headers = "405 Method Not Allowed", b"only POST\n", [("Allow", "POST")]
-        elif reloader.reload():
-            status, body, headers = "200 OK", b"config reloaded\n", []
-        else:
-            # The reason is in the log; an HTTP answer says nothing about the config's content.
-            status, body, headers = (
-                "500 Internal Server Error",
-                b"config reload failed: the previous configuration stays (see the log)\n",
-                [],
+            return answer_text(
+                start_response, HTTPStatus.METHOD_NOT_ALLOWED, "only POST\n", ("Allow", "POST")
             )
-        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
-        return [body]
+        if reloader.reload():
+            return answer_text(start_response, HTTPStatus.OK, "config reloaded\n")
+        # The reason is in the log; an HTTP answer says nothing about the config's content.
+        return answer_text(
+            start_response,
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "config reload failed: the previous configuration stays (see the log)\n",
+        )
 
     return app

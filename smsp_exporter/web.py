@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from .collector import scrape_timeout
 from .webconfig import BasicAuth, WebConfig, ssl_context
 
-__all__ = ["ExporterServer", "WSGIApp", "parse_listen_address"]
+__all__ = ["ExporterServer", "WSGIApp", "answer_text", "parse_listen_address"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,15 @@ def _text(status: HTTPStatus, body: str, *headers: tuple[str, str]) -> Response:
         ],
         body.encode(),
     )
+
+
+def answer_text(
+    start_response: StartResponse, status: HTTPStatus, body: str, *headers: tuple[str, str]
+) -> list[bytes]:
+    """Answer a plain-text body from a WSGI route (the extra routes use it too)."""
+    status_line, all_headers, data = _text(status, body, *headers)
+    start_response(status_line, all_headers)
+    return [data]
 
 
 def _parse_scrape_timeout(raw: str | None) -> float | None:
