@@ -236,6 +236,14 @@ def package(
     return "\n".join(lines) + "\n"
 
 
+def demo_package(*, url: str = DEFAULT_URL, scan_interval: int = DEFAULT_SCAN_INTERVAL) -> str:
+    """The package for the demo's tags: deploy/homeassistant/smsp-exporter.yaml by default."""
+    from .simulator import DEMO_TAGS
+
+    tags = [spec.name for spec in DEMO_TAGS]
+    return package(tags, url=url, scan_interval=scan_interval, origin="the demo's tags")
+
+
 def main(argv: Sequence[str]) -> int:
     """``smsp-exporter homeassistant-package``: print the package for the configured tags."""
     parser = argparse.ArgumentParser(
@@ -270,10 +278,8 @@ def main(argv: Sequence[str]) -> int:
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", args.url):
         parser.error(f"--url: expected http(s)://HOST:PORT, got {args.url!r}")
     if args.demo:
-        from .simulator import DEMO_TAGS
-
-        tags = [spec.name for spec in DEMO_TAGS]
-        origin = "the demo's tags"
+        sys.stdout.write(demo_package(url=args.url, scan_interval=args.scan_interval))
+        return 0
     else:
         from .config import ConfigError, load_config
 

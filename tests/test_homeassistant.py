@@ -28,13 +28,14 @@ from typing import Any
 import pytest
 import requests
 
-from smsp_exporter.homeassistant import package
+from smsp_exporter.homeassistant import demo_package, package
 from smsp_exporter.simulator import DEMO_TAGS
 
 from .conftest import API_KEY, campaign, free_port
 from .homeassistant import HomeAssistant, home_assistant
 from .running import wait_until_up
 
+SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "homeassistant" / "smsp-exporter.yaml"
 # Quotes, a backslash, Jinja and YAML syntax, accents, a character outside the BMP.
 AWKWARD = 'Promo "Noël" l\'été {{ x }} #1: \\ 🎄'
 TAGS = [spec.name for spec in DEMO_TAGS] + [AWKWARD]
@@ -245,6 +246,8 @@ def assert_statistics_classes(ha: HomeAssistant) -> None:
 
 
 def test_the_package_in_a_real_home_assistant(sim, tmp_path):
+    # What runs below is the generator's output; the shipped example must be that too.
+    assert SHIPPED.read_text() == demo_package(), "smsp-exporter homeassistant-package --demo"
     for spec in DEMO_TAGS:
         sim.add_tag(campaign(spec.name, 25, report_delay=30.0, stop=0.1))
     sim.add_tag(campaign(AWKWARD, 12, report_delay=30.0, stop=0.1))
