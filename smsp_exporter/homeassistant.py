@@ -9,8 +9,8 @@ and the exporter being down makes everything unavailable, without Home Assistant
 error for any of them. (Reading the figures straight in RESTful sensors does not: a failing
 tag raises inside Home Assistant and stops the update of the sensors listed after it.)
 
-The templates never index into a missing key (``.get`` everywhere): Home Assistant logs a
-warning on every render that touches an undefined value.
+The templates never touch a missing key (``.get`` everywhere): Home Assistant logs a warning
+on every render that reads an undefined value.
 """
 
 from __future__ import annotations
@@ -91,18 +91,10 @@ def unique_slug(tag: str) -> str:
     return f"{slug}_{digest}" if slug else digest
 
 
-def _tag_lookup(tag: str) -> str:
-    return (
-        f"{{% set t = (state_attr('{SOURCE_ENTITY}', 'tags') or {{}})"
-        f".get({_jinja_string(tag)}) or {{}} %}}"
-    )
-
-
-def _path(path: tuple[str, ...]) -> str:
-    expr = "t"
-    for index, key in enumerate(path):
-        expr = f"({expr}.get('{key}') or {{}})" if index < len(path) - 1 else f"{expr}.get('{key}')"
-    return expr
+def _block(*lines: str) -> str:
+    """A folded YAML block (``>-``: its lines joined by spaces) of Jinja lines, which hold
+    only printable ASCII (tags are written with :func:`_jinja_string`)."""
+    return ">-\n" + "\n".join(" " * 10 + line for line in lines)
 
 
 def _sensor(lines: list[str], fields: list[tuple[str, str]]) -> None:
@@ -111,11 +103,15 @@ def _sensor(lines: list[str], fields: list[tuple[str, str]]) -> None:
     lines.extend(f"        {key}: {value}" for key, value in rest)
 
 
+_TAGS = f"(state_attr('{SOURCE_ENTITY}', 'tags') or {{}})"
+_ACCOUNT = f"(state_attr('{SOURCE_ENTITY}', 'account') or {{}})"
+
+
 def _tag_sensors(lines: list[str], tag: str) -> None:
-    lookup = _tag_lookup(tag)
+    the_tag = f".get({_jinja_string(tag)}, {{}})"
     slug = unique_slug(tag)
     for suffix, label, path, state_class in COUNTS:
-        value = _path(path)
+        value = "".join(f".get('{key}', {{}})" for key in path[:-1]) + f".get('{path[-1]}')"
         _sensor(
             lines,
             [
@@ -123,35 +119,27 @@ def _tag_sensors(lines: list[str], tag: str) -> None:
                 ("unique_id", f"smsp_{slug}_{suffix}"),
                 ("unit_of_measurement", "SMS"),
                 ("state_class", state_class),
-                ("state", _yaml_string(f"{lookup}{{{{ {value} }}}}")),
-                ("availability", _yaml_string(f"{lookup}{{{{ {value} is number }}}}")),
+                ("state", _block(f"{{{{ {_TAGS}", f"{the_tag}{value} }}}}")),
+                ("availability", _block(f"{{{{ {_TAGS}", f"{the_tag}{value} is number }}}}")),
             ],
         )
-    value = "t.get('last_success')"
+    last = f"{{%- set ts = {_TAGS}", f"{the_tag}.get('last_success') -%}}"
     _sensor(
         lines,
         [
             ("name", _name(f"SMS {tag} last success")),
             ("unique_id", f"smsp_{slug}_last_success"),
             ("device_class", "timestamp"),
-            (
-                "state",
-                _yaml_string(
-                    f"{lookup}{{{{ as_datetime({value}).isoformat() if {value} is number }}}}"
-                ),
-            ),
-            ("availability", _yaml_string(f"{lookup}{{{{ {value} is number }}}}")),
+            ("state", _block(*last, "{{ as_datetime(ts).isoformat() if ts is number }}")),
+            ("availability", _block(*last, "{{ ts is number }}")),
         ],
     )
 
 
-_ACCOUNT = f"{{% set a = state_attr('{SOURCE_ENTITY}', 'account') or {{}} %}}"
-_ACCOUNT_UP = "a.get('up') is sameas true"
-
-
 def _account_sensors(lines: list[str]) -> None:
-    credit = "(a.get('credits') or {}).get('sms')"
-    known = f"{_ACCOUNT_UP} and {credit} is number"
+    account = f"{{%- set a = {_ACCOUNT} -%}}"
+    up = "a.get('up') is sameas true"
+    credit = "a.get('credits', {}).get('sms')"
     _sensor(
         lines,
         [
@@ -159,12 +147,11 @@ def _account_sensors(lines: list[str]) -> None:
             ("unique_id", "smsp_account_credit_sms"),
             ("unit_of_measurement", "SMS"),
             ("state_class", "measurement"),
-            ("state", _yaml_string(f"{_ACCOUNT}{{{{ {credit} }}}}")),
-            ("availability", _yaml_string(f"{_ACCOUNT}{{{{ {known} }}}}")),
+            ("state", _block(account, f"{{{{ {credit} }}}}")),
+            ("availability", _block(account, f"{{{{ {up} and {credit} is number }}}}")),
         ],
     )
     balance = "a.get('balance')"
-    known = f"{_ACCOUNT_UP} and a.get('currency') == '{CURRENCY}' and {balance} is number"
     _sensor(
         lines,
         [
@@ -174,8 +161,15 @@ def _account_sensors(lines: list[str]) -> None:
             ("device_class", "monetary"),
             # Home Assistant allows only "total" with "monetary": a balance up and down.
             ("state_class", "total"),
-            ("state", _yaml_string(f"{_ACCOUNT}{{{{ {balance} }}}}")),
-            ("availability", _yaml_string(f"{_ACCOUNT}{{{{ {known} }}}}")),
+            ("state", _block(account, f"{{{{ {balance} }}}}")),
+            (
+                "availability",
+                _block(
+                    account,
+                    f"{{{{ {up} and a.get('currency') == '{CURRENCY}'",
+                    f"and {balance} is number }}}}",
+                ),
+            ),
         ],
     )
 

@@ -4,6 +4,7 @@ the demo. Home Assistant itself runs the package in test_homeassistant.py."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,33 @@ def test_the_jinja_string_of_a_tag_reads_back_as_the_tag(tag):
 
     literal = homeassistant._jinja_string(tag)
     assert jinja2.Environment().from_string("{{ " + literal + " }}").render() == tag
+
+
+def test_each_awkward_tags_sensors_read_that_tag_and_no_other():
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    tags = {
+        tag: {
+            "up": True,
+            "last_success": 1764000000.0 + index,
+            "statuses": {"Delivered": index, "Not delivered": 100 + index, "Waiting": 200},
+            "stop": 300 + index,
+        }
+        for index, tag in enumerate(AWKWARD_TAGS)
+    }
+    env = ImmutableSandboxedEnvironment()  # as Home Assistant renders templates
+    env.globals["state_attr"] = lambda entity, name: {"tags": tags, "account": None}[name]
+    env.globals["as_datetime"] = lambda ts: datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    sensors = yaml.safe_load(homeassistant.package(AWKWARD_TAGS))["template"][0]["sensor"]
+    for index, tag in enumerate(AWKWARD_TAGS):
+        delivered, not_delivered, _waiting, stop, last = sensors[5 * index : 5 * index + 5]
+        assert env.from_string(delivered["state"]).render() == str(index), tag
+        assert env.from_string(not_delivered["state"]).render() == str(100 + index), tag
+        assert env.from_string(stop["availability"]).render() == "True", tag
+        assert env.from_string(stop["state"]).render() == str(300 + index), tag
+        assert env.from_string(last["state"]).render() == (
+            datetime.datetime.fromtimestamp(1764000000.0 + index, datetime.UTC).isoformat()
+        )
+    credit, balance = sensors[-2:]
+    for sensor in (credit, balance):
+        assert env.from_string(sensor["availability"]).render() == "False"
