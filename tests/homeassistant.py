@@ -35,10 +35,18 @@ HASS = HA_VENV / "bin" / "hass"
 START_LIMIT = 60.0  # seconds for Home Assistant to load the package and answer /api/
 
 
+PINS = ROOT / "tests" / "homeassistant-requirements.txt"
+
+
 def hass_binary() -> Path:
-    """Home Assistant's ``hass``; the test fails (``./dev.sh test`` installs it) if missing."""
+    """Home Assistant's ``hass``; the test fails if it is missing or was installed from other
+    pins than tests/homeassistant-requirements.txt (``./dev.sh test`` (re)installs it)."""
     if not HASS.exists():
         pytest.fail(f"{HASS} missing: ./dev.sh test installs Home Assistant into {HA_VENV}")
+    stamp = HA_VENV / ".installed"  # what dev.sh writes: the pin file's sha256
+    want = hashlib.sha256(PINS.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        pytest.fail(f"{HA_VENV} was not installed from {PINS.name}: run ./dev.sh test")
     return HASS
 
 
