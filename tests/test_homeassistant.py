@@ -218,6 +218,7 @@ def assert_log_clean(ha: HomeAssistant, since: int, step: str, allowed=()) -> in
     return len(log)
 
 
+TOTALS = ("delivered", "not delivered", "STOP")
 # Long-term statistics need a state_class (and a unit); device classes Home Assistant validates.
 STATISTICS = {
     "delivered": ("total_increasing", None, "SMS"),
@@ -243,6 +244,28 @@ def assert_statistics_classes(ha: HomeAssistant) -> None:
             attributes.get("unit_of_measurement"),
         )
         assert shown == (state_class, device_class, unit), name
+
+
+def assert_long_term_statistics(ha: HomeAssistant) -> None:
+    """Home Assistant's recorder lists the counts, credit and balance as statistics: a mean for
+    measurements, a sum for totals; none for the times; no validation issue."""
+    listed, issues = ha.websocket(
+        {"type": "recorder/list_statistic_ids"},
+        {"type": "recorder/validate_statistics"},
+    )
+    assert listed["success"] and issues["success"], (listed, issues)
+    names = {state["entity_id"]: name for name, state in sensors_by_name(ha).items()}
+    found = {
+        names[item["statistic_id"]]: (item["has_mean"], item["has_sum"])
+        for item in listed["result"]
+        if item["statistic_id"] in names
+    }
+    want = {f"SMS {tag} {figure}": (False, True) for tag in TAGS for figure in TOTALS}
+    want |= {f"SMS {tag} waiting": (True, False) for tag in TAGS}
+    want["SMS Partner credit"] = (True, False)
+    want["SMS Partner balance"] = (False, True)
+    assert found == want
+    assert issues["result"] == {}
 
 
 def test_the_package_in_a_real_home_assistant(sim, tmp_path):
@@ -302,6 +325,7 @@ def test_the_package_in_a_real_home_assistant(sim, tmp_path):
             document = exporter.document()
             assert document["account"]["up"] is True
             wait_for_states(ha, document, "the exporter back, account on")
+            assert_long_term_statistics(ha)
             # Lines written by a poll that failed just before the restart are allowed.
             seen = assert_log_clean(ha, seen, "the exporter back, account on", EXPORTER_DOWN)
 
