@@ -189,7 +189,8 @@ HEADER = """\
 # stays), the account is not read (account.enabled: false) or failed, or the exporter did not
 # answer (all of them). In the exporter's `scrape` mode each poll runs a collection round: keep
 # scan_interval at a minute or more, or use collection.min_interval or the background mode.
-# Its attributes (the whole answer) change at every poll: keep them out of the recorder with
+# The RESTful sensor's attributes (the whole answer) change at every poll; keep them out of
+# the recorder with
 #   recorder:
 #     exclude:
 #       entities: [sensor.sms_partner_exporter]
