@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import compress
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -37,6 +40,15 @@ MAX_DISTINCT_STATUSES = 50
 # "Message not found": what the API answers for a tag without any message.
 CODE_NOT_FOUND = 4
 MAX_DATE_DIGITS = 12
+# Longer than any ISO 8601 date with microseconds and an offset: not a date.
+MAX_DATE_TEXT = 40
+# The time zone of a date written without one: SMS Partner is in France, and its
+# message-status endpoint writes local times ("2015-02-07 22:39:46").
+API_TIME_ZONE = ZoneInfo("Europe/Paris")
+# The fields read leniently, as named in Page.unreadable and in the metrics.
+DATE = "date"
+STOP = "stopSMS"
+UNREADABLE_FIELDS = (DATE, STOP)
 WAITING = "Waiting"
 # Bytes of the message list hashed, at its start, middle and end, into a page's fingerprint.
 FINGERPRINT_SLICE = 1024
@@ -126,14 +138,69 @@ def _int_field(value: object, key: str) -> int | None:
     return number
 
 
-def _date(value: object, index: int) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        if len(value) > MAX_DATE_DIGITS:
-            raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
+def _seconds(number: int) -> int | None:
+    """Unix seconds from a number of seconds (up to 12 digits) or milliseconds (13 digits);
+    None for 0, a negative number or a longer one (0 is what a back end writes for "none")."""
+    if 1 <= number < 10**MAX_DATE_DIGITS:
+        return number
+    if 10**MAX_DATE_DIGITS <= number < 10 ** (MAX_DATE_DIGITS + 1):
+        return number // 1000
+    return None
+
+
+def read_date(value: object) -> int | None:
+    """A message's ``date`` as Unix seconds, or None when it is unknown: null, empty, missing
+    (the caller passes None) or unreadable.
+
+    Read: Unix seconds as an integer, a float or a string of digits; milliseconds (13 digits);
+    ISO 8601 and the API's other format ``YYYY-MM-DD HH:MM:SS``, in the time zone shown or
+    else Europe/Paris (where SMS Partner is)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _seconds(value)
+    if isinstance(value, float):
+        return _seconds(int(value)) if math.isfinite(value) else None
+    if not isinstance(value, str) or not value.isascii() or len(value) > MAX_DATE_TEXT:
+        return None
+    if value.isdigit():
+        return _seconds(int(value))
+    try:
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=API_TIME_ZONE)
+        return _seconds(math.floor(when.timestamp()))
+    except (ValueError, OverflowError):
+        return None
+
+
+def read_stop(value: object) -> int:
+    """A message's ``stopSMS`` as 0 or 1, or :data:`STOP_UNKNOWN`: read from a boolean, 0 or 1,
+    and the strings ``"0"``, ``"1"``, ``"true"``, ``"false"`` (in any case)."""
+    if value is True or value is False:
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_DATE_DIGITS:
+    if type(value) is int and value in (0, 1):
         return value
-    raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
+    if isinstance(value, str):
+        return _STOP_WORDS.get(value.lower(), STOP_UNKNOWN)
+    return STOP_UNKNOWN
+
+
+_STOP_WORDS = {"0": 0, "1": 1, "false": 0, "true": 1}
+# `success` as an API's back end may write it; anything else is not an answer we know.
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+
+
+def _success(value: object) -> bool | None:
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.lower()
+        return True if word in _TRUE else False if word in _FALSE else None
+    return None
 
 
 _DIGITS_AND_NUL = b"0123456789\x00"
@@ -167,7 +234,7 @@ def check_success(doc: object) -> dict[str, object]:
     """Return the answer as a dict if it reports success, else raise the matching error."""
     if not isinstance(doc, dict):
         raise InvalidResponse("the answer is not a JSON object")
-    success = doc.get("success")
+    success = _success(doc.get("success"))
     code = doc.get("code")
     if success is True and code in (200, "200", None):
         return doc
@@ -298,13 +365,12 @@ def aggregate(doc: Mapping[str, object]) -> Page:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidResponse(f"message {index} is not an object")
-        status = message.get("status")
+        # `statut` is how the API's message-status endpoint spells it.
+        status = message["status"] if "status" in message else message.get("statut")
         if not isinstance(status, str) or not status or len(status) > MAX_STATUS_LENGTH:
             raise InvalidResponse(f"message {index}: 'status' is missing or not a short string")
-        stop_sms = message.get("stopSMS")
-        if not isinstance(stop_sms, bool):
-            raise InvalidResponse(f"message {index}: 'stopSMS' is not a boolean")
-        date = _date(message.get("date"), index)
+        stop_sms = read_stop(message.get("stopSMS"))
+        date = read_date(message.get("date"))
         if status in statuses:
             statuses[status] += 1
         else:
@@ -314,13 +380,14 @@ def aggregate(doc: Mapping[str, object]) -> Page:
                 raise InvalidResponse(f"message {index}: 'status' is not valid Unicode")
             statuses[status] = 1
         listed.append(status)
-        stops.append(int(stop_sms))
+        stops.append(stop_sms)
         dates.append(date)
         if status == WAITING and date is not None:
             waiting_dates.append(date)
 
     known = [d for d in dates if d is not None]
     waiting_dates.sort()
+    unreadable = {DATE: len(dates) - len(known), STOP: stops.count(STOP_UNKNOWN)}
     return Page(
         current_page=current,
         total=total,
@@ -332,6 +399,7 @@ def aggregate(doc: Mapping[str, object]) -> Page:
         fingerprint=_fingerprint(messages),
         waiting_dates=tuple(waiting_dates),
         waiting_unknown=statuses.get(WAITING, 0) - len(waiting_dates),
+        unreadable=MappingProxyType({k: n for k, n in unreadable.items() if n}),
         content_key=content_key(
             listed, statuses, bytes(stops), "\x00".join("" if d is None else str(d) for d in dates)
         ),
