@@ -275,7 +275,7 @@ def parse_page(body: bytes) -> Page:
         answer = _DECODER.decode(body)
     except msgspec.MsgspecError:
         return parse_page_reference(body)
-    if answer.success is not True or answer.code not in (200, "200", None):
+    if _success(answer.success) is not True or answer.code not in (200, "200", None):
         return parse_page_reference(body)  # an error answer: small, and decided there
     total, current = _header(answer.total, answer.currentPage)
     raw = answer.StatutResponse_List
@@ -295,18 +295,23 @@ def parse_page(body: bytes) -> Page:
         raise InvalidResponse(f"more than {MAX_DISTINCT_STATUSES} distinct statuses")
     if not all(map(_label_safe, counts)):
         raise InvalidResponse("a message's 'status' is not valid Unicode")
-    dates: list[str] = list(map(_DATE, messages))
-    joined = "\x00".join(dates)
-    uniform = _plain_seconds(joined, len(dates))
+    stops = _stop_flags(list(map(_STOP, messages)))
+    dates = list(map(_DATE, messages))
+    try:
+        joined = "\x00".join(dates)  # type: ignore[arg-type]
+    except TypeError:  # a number or null among them
+        uniform = None
+    else:
+        uniform = _plain_seconds(joined, len(dates))
     if uniform is None:
-        # Not all plain Unix seconds: the reference path reads the other encodings.
-        return parse_page_reference(body)
+        # Not all plain Unix seconds (the documented encoding): read each one as the reference
+        # path does. Slower, still without json.loads's dicts.
+        return _page_of(current, total, statuses, counts, stops, list(map(read_date, dates)), raw)
     waiting_dates: tuple[int, ...] = ()
     if WAITING in counts:
         waiting_dates = tuple(sorted(map(int, compress(dates, map(WAITING.__eq__, statuses)))))
     # Digit strings of one length compare as their numbers do.
-    newest = max(dates) if uniform else max(dates, key=int)
-    stops = bytes(map(_STOP, messages))
+    newest = max(dates) if uniform else max(dates, key=int)  # type: ignore[type-var]
     return Page(
         current_page=current,
         total=total,
@@ -314,12 +319,72 @@ def parse_page(body: bytes) -> Page:
         statuses=MappingProxyType(dict(counts)),
         stop=stops.count(1),
         oldest_waiting=waiting_dates[0] if waiting_dates else None,
-        newest=int(newest),
+        newest=int(newest),  # type: ignore[arg-type]
         fingerprint=_raw_fingerprint(raw, len(messages)),
         waiting_dates=waiting_dates,
+        unreadable=_unreadable(0, stops.count(STOP_UNKNOWN)),
         content_key=content_key(statuses, counts, stops, joined),
-        first_date=int(dates[0]),
-        last_date=int(dates[-1]),
+        first_date=int(dates[0]),  # type: ignore[arg-type]
+        last_date=int(dates[-1]),  # type: ignore[arg-type]
+    )
+
+
+def _stop_flags(values: list[object]) -> bytes:
+    """The STOP flags as bytes (0, 1, :data:`STOP_UNKNOWN`): at C speed when all are booleans
+    (or 0 and 1), else read one by one as the reference path does."""
+    try:
+        flags = bytes(values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # null, a string, a number out of 0..255
+        pass
+    else:
+        if not flags.translate(None, b"\x00\x01"):
+            return flags
+    return bytes(map(read_stop, values))
+
+
+def _unreadable(dates: int, stops: int) -> Mapping[str, int]:
+    if not (dates or stops):
+        return _NOTHING_UNREADABLE
+    return MappingProxyType({k: n for k, n in ((DATE, dates), (STOP, stops)) if n})
+
+
+def _page_of(
+    current: int | None,
+    total: int | None,
+    statuses: list[str],
+    counts: Mapping[str, int],
+    stops: bytes,
+    dates: list[int | None],
+    raw: msgspec.Raw | None,
+    messages: list[object] | None = None,
+) -> Page:
+    """A page from its messages' statuses, STOP flags and dates as read (None: unknown). The
+    fingerprint comes from the raw list if given, else from the decoded ``messages``."""
+    known = [d for d in dates if d is not None]
+    waiting_dates: list[int] = []
+    if WAITING in counts:
+        waiting_dates = sorted(
+            d for d in compress(dates, map(WAITING.__eq__, statuses)) if d is not None
+        )
+    return Page(
+        current_page=current,
+        total=total,
+        items=len(statuses),
+        statuses=MappingProxyType(dict(counts)),
+        stop=stops.count(1),
+        oldest_waiting=waiting_dates[0] if waiting_dates else None,
+        newest=max(known, default=None),
+        fingerprint=(
+            _raw_fingerprint(raw, len(statuses)) if raw is not None else _fingerprint(messages)
+        ),
+        waiting_dates=tuple(waiting_dates),
+        waiting_unknown=counts.get(WAITING, 0) - len(waiting_dates),
+        unreadable=_unreadable(len(dates) - len(known), stops.count(STOP_UNKNOWN)),
+        content_key=content_key(
+            statuses, counts, stops, "\x00".join("" if d is None else str(d) for d in dates)
+        ),
+        first_date=dates[0] if dates else None,
+        last_date=dates[-1] if dates else None,
     )
 
 
@@ -361,7 +426,6 @@ def aggregate(doc: Mapping[str, object]) -> Page:
     listed: list[str] = []
     stops = bytearray()
     dates: list[int | None] = []
-    waiting_dates: list[int] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidResponse(f"message {index} is not an object")
@@ -382,30 +446,8 @@ def aggregate(doc: Mapping[str, object]) -> Page:
         listed.append(status)
         stops.append(stop_sms)
         dates.append(date)
-        if status == WAITING and date is not None:
-            waiting_dates.append(date)
 
-    known = [d for d in dates if d is not None]
-    waiting_dates.sort()
-    unreadable = {DATE: len(dates) - len(known), STOP: stops.count(STOP_UNKNOWN)}
-    return Page(
-        current_page=current,
-        total=total,
-        items=len(messages),
-        statuses=MappingProxyType(statuses),
-        stop=stops.count(1),
-        oldest_waiting=waiting_dates[0] if waiting_dates else None,
-        newest=max(known, default=None),
-        fingerprint=_fingerprint(messages),
-        waiting_dates=tuple(waiting_dates),
-        waiting_unknown=statuses.get(WAITING, 0) - len(waiting_dates),
-        unreadable=MappingProxyType({k: n for k, n in unreadable.items() if n}),
-        content_key=content_key(
-            listed, statuses, bytes(stops), "\x00".join("" if d is None else str(d) for d in dates)
-        ),
-        first_date=dates[0] if dates else None,
-        last_date=dates[-1] if dates else None,
-    )
+    return _page_of(current, total, listed, statuses, bytes(stops), dates, None, messages)
 
 
 def _raw_fingerprint(raw: msgspec.Raw, items: int) -> int:
@@ -441,12 +483,14 @@ def _fingerprint(messages: list[object]) -> int:
 # -- the fast path's types: only what is counted is decoded ------------------------------------
 class _Message(msgspec.Struct, gc=False):
     status: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATUS_LENGTH)]
-    stopSMS: bool
-    date: str  # a number here goes to the reference path
+    # Documented: a boolean and a string of digits. The other types are read by read_stop and
+    # read_date, as on the reference path; anything else (a list...) goes to the reference path.
+    stopSMS: bool | int | str | None = None
+    date: str | int | float | None = None
 
 
 class _Answer(msgspec.Struct, gc=False):
-    success: bool
+    success: bool | int | str | None = None
     code: int | str | None = None
     currentPage: int | str | None = None
     total: int | str | None = None

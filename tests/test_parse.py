@@ -226,18 +226,38 @@ near_message = st.fixed_dictionaries(
             st.text(min_size=60, max_size=70),
             st.integers(),
         ),
-        "stopSMS": st.one_of(st.booleans(), st.sampled_from(["false", 0, None])),
+        "stopSMS": st.one_of(
+            st.booleans(),
+            st.sampled_from(["false", "TRUE", "1", "0", "", "oui", 0, 1, 2, -1, 300, 1.0, None]),
+            st.integers(),
+        ),
         "date": st.one_of(
-            st.from_regex(r"[0-9]{0,13}", fullmatch=True),
-            st.integers(-5, 10**13),
-            st.sampled_from(["١٢٣", "²", " 12", "+12", "1_0", "12.5"]),
+            st.from_regex(r"[0-9]{0,14}", fullmatch=True),
+            st.integers(-5, 10**14),
+            st.integers(),
+            st.floats(),
+            st.sampled_from(["١٢٣", "²", " 12", "+12", "1_0", "12.5", "", None, "0000-00-00"]),
+            st.sampled_from(["2018-02-07 20:38:31", "2018-02-07T19:38:31Z", "2018-10-28 02:30"]),
+            st.sampled_from(
+                ["2018-02-07T19:38:31+25:00", "9999-12-31T23:59:59-23:59", "0001-01-01"]
+            ),
         ),
     },
     optional={"phoneNumber": st.text(max_size=12)},
+).flatmap(
+    # Some messages spell the status `statut`, or leave out the secondary fields.
+    lambda m: st.sampled_from(
+        [
+            m,
+            {("statut" if k == "status" else k): v for k, v in m.items()},
+            {k: v for k, v in m.items() if k != "date"},
+            {k: v for k, v in m.items() if k != "stopSMS"},
+        ]
+    )
 )
 near_answer = st.fixed_dictionaries(
     {
-        "success": st.one_of(st.just(True), st.booleans()),
+        "success": st.one_of(st.just(True), st.booleans(), st.sampled_from(["true", 1, "1", "0"])),
         "StatutResponse_List": st.one_of(st.lists(near_message, max_size=8), json_values),
     },
     optional={
