@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import compress
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from types import MappingProxyType
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -291,6 +291,13 @@ def parse_page(body: bytes) -> Page:
         return Page(current, total, 0, MappingProxyType({}), 0, None, None, 0)
     statuses = list(map(_STATUS, messages))
     counts = Counter(statuses)
+    if msgspec.UNSET in counts:  # a message without `status`: its `statut`, if it has one
+        statuses = [
+            m.statut if s is msgspec.UNSET else s for s, m in zip(statuses, messages, strict=True)
+        ]
+        counts = Counter(statuses)
+        if msgspec.UNSET in counts:
+            return parse_page_reference(body)  # no status at all: the reference path says so
     if len(counts) > MAX_DISTINCT_STATUSES:
         raise InvalidResponse(f"more than {MAX_DISTINCT_STATUSES} distinct statuses")
     if not all(map(_label_safe, counts)):
@@ -309,7 +316,12 @@ def parse_page(body: bytes) -> Page:
         return _page_of(current, total, statuses, counts, stops, list(map(read_date, dates)), raw)
     waiting_dates: tuple[int, ...] = ()
     if WAITING in counts:
-        waiting_dates = tuple(sorted(map(int, compress(dates, map(WAITING.__eq__, statuses)))))
+        waiting = dates if counts[WAITING] == len(dates) else compress(dates, _waiting(statuses))
+        # msgspec reads digits into ints faster than int() one by one (no leading zeros here,
+        # so the text is valid JSON).
+        numbers = _INTS.decode(("[" + ",".join(waiting) + "]").encode("ascii"))  # type: ignore[arg-type]
+        numbers.sort()
+        waiting_dates = tuple(numbers)
     # Digit strings of one length compare as their numbers do.
     newest = max(dates) if uniform else max(dates, key=int)  # type: ignore[type-var]
     return Page(
@@ -363,9 +375,7 @@ def _page_of(
     known = [d for d in dates if d is not None]
     waiting_dates: list[int] = []
     if WAITING in counts:
-        waiting_dates = sorted(
-            d for d in compress(dates, map(WAITING.__eq__, statuses)) if d is not None
-        )
+        waiting_dates = sorted(d for d in compress(dates, _waiting(statuses)) if d is not None)
     return Page(
         current_page=current,
         total=total,
@@ -481,8 +491,12 @@ def _fingerprint(messages: list[object]) -> int:
 
 
 # -- the fast path's types: only what is counted is decoded ------------------------------------
+_StatusText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATUS_LENGTH)]
+
+
 class _Message(msgspec.Struct, gc=False):
-    status: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATUS_LENGTH)]
+    status: _StatusText | msgspec.UnsetType = msgspec.UNSET
+    statut: _StatusText | msgspec.UnsetType = msgspec.UNSET  # read only without `status`
     # Documented: a boolean and a string of digits. The other types are read by read_stop and
     # read_date, as on the reference path; anything else (a list...) goes to the reference path.
     stopSMS: bool | int | str | None = None
@@ -499,6 +513,14 @@ class _Answer(msgspec.Struct, gc=False):
 
 _DECODER = msgspec.json.Decoder(_Answer)
 _LIST_DECODER = msgspec.json.Decoder(list[_Message])
-_STATUS = attrgetter("status")
+_INTS = msgspec.json.Decoder(list[int])
+
+
+def _waiting(statuses: list[str]) -> Iterable[bool]:
+    """Whether each status is Waiting (operator.eq over repeat(): the cheapest C-level map)."""
+    return map(eq, statuses, repeat(WAITING))
+
+
+_STATUS = attrgetter("status")  # a str, or UNSET
 _STOP = attrgetter("stopSMS")
 _DATE = attrgetter("date")
