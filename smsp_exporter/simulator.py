@@ -20,6 +20,9 @@ Choices where the real API is unknown (each documented in ``api-notes.md`` as un
 - a missing or empty ``tag`` answers like an unknown tag (code 4, "Message introuvable");
 - error bodies come with HTTP ``error_http_status`` (default 200); ``_format=xml`` is ignored;
 - bodies are compact JSON with non-ASCII escaped (``\\u00e9``), as PHP's ``json_encode`` does.
+- a tag is served in the documented encoding unless given a *dialect* (:data:`DIALECTS`,
+  :meth:`Simulator.set_dialect`): 0/1 flags, words, ``statut`` and Paris local times,
+  milliseconds, ISO 8601, and Waiting messages whose date and STOP flag are null, empty or absent.
 
 Command line: ``python -m smsp_exporter.simulator --help``.
 """
