@@ -4,12 +4,19 @@ The body is validated as it is aggregated: any shape we do not understand raises
 :class:`InvalidResponse` (never another exception), an error body raises :class:`ApiCodeError`.
 Phone numbers are read by nobody: only ``status``, ``stopSMS`` and ``date`` are looked at.
 
+Strict where it changes the counts (the shape, ``success``/``code``, the list, each message's
+status), tolerant elsewhere: ``stopSMS`` and ``date`` are read from every plausible encoding
+(:func:`read_stop`, :func:`read_date`), and a value that is null, empty, missing or unreadable
+is *unknown* (counted in :attr:`Page.unreadable`), never a broken page.
+
 Two paths give the same answer. The fast one decodes the body with msgspec straight into
-structs holding only ``status``, ``stopSMS`` and ``date`` (phone numbers are skipped by the
-decoder, never made into Python objects), with the per-message checks done by the decoder,
-then aggregates with C-level iteration: faster than ``json.loads`` alone. Anything it does not
-take as is (an error body, a date sent as a number, a shape it rejects) goes to the reference
-path, ``json.loads`` and plain Python, which decides what is valid.
+structs holding only ``status`` (or ``statut``), ``stopSMS`` and ``date`` (phone numbers are
+skipped by the decoder, never made into Python objects), with the per-message checks done by
+the decoder, then aggregates with C-level iteration: faster than ``json.loads`` alone, for the
+documented encoding (booleans, dates as strings of digits). Other values are read one by one
+with the reference path's own readers. Anything it does not take (an error body, a shape it
+rejects) goes to the reference path, ``json.loads`` and plain Python, which decides what is
+valid.
 """
 
 from __future__ import annotations
@@ -319,7 +326,8 @@ def parse_page(body: bytes) -> Page:
         waiting = dates if counts[WAITING] == len(dates) else compress(dates, _waiting(statuses))
         # msgspec reads digits into ints faster than int() one by one (no leading zeros here,
         # so the text is valid JSON).
-        numbers = _INTS.decode(("[" + ",".join(waiting) + "]").encode("ascii"))  # type: ignore[arg-type]
+        text = "[" + ",".join(waiting) + "]"  # type: ignore[arg-type]
+        numbers = _INTS.decode(text.encode("ascii"))
         numbers.sort()
         waiting_dates = tuple(numbers)
     # Digit strings of one length compare as their numbers do.
