@@ -186,9 +186,9 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
 
 def _start_demo():
-    from .simulator import DEMO_TAGS, Simulator
+    from .simulator import DEMO_DIALECTS, DEMO_TAGS, Simulator
 
-    simulator = Simulator(tags=DEMO_TAGS, latency=0.02, seed=42).start()
+    simulator = Simulator(tags=DEMO_TAGS, latency=0.02, seed=42, dialects=DEMO_DIALECTS).start()
     config: Config = config_from_dict(
         {
             "api": {
