@@ -85,6 +85,7 @@ DELIVERED = "Delivered"
 NOT_DELIVERED = "Not delivered"
 WAITING = "Waiting"
 _FINAL_STATUSES = (DELIVERED, NOT_DELIVERED, WAITING)  # indexed by the campaign's final code
+LISTING_ORDERS = ("oldest", "newest", "report", "report-oldest")
 
 ERROR_MESSAGES: dict[int, str] = {
     1: "La Clé API est requise",
@@ -112,8 +113,16 @@ class TagSpec:
     """A campaign: ``messages`` SMS sent evenly over ``send_spread`` s from simulated t=0.
 
     ``delivered`` and ``not_delivered`` are the shares of final statuses (the rest stays
-    ``Waiting``); ``stop`` is the share of *delivered* recipients that reply STOP;
-    ``report_delay`` is the mean delay (s) from sending to the delivery report.
+    ``Waiting``: never reported); ``stop`` is the share of *delivered* recipients that reply
+    STOP; ``report_delay`` is the mean delay (s) from sending to the delivery report.
+
+    A long-lived tag (one kind of message, sent for months): ``rate`` (messages a second, >0)
+    replaces ``send_spread`` (then ``messages / rate``), and ``start`` (simulated time of the
+    first send, negative for a history already sent at t=0) places it in time; sending stops
+    once ``messages`` are sent. ``order`` is how the listing is sorted: ``oldest`` (send order,
+    oldest first), ``newest`` (send order, newest first), ``report`` (by the ``date`` field,
+    newest first: a message moves when its report arrives) or ``report-oldest`` (by ``date``,
+    oldest first).
     """
 
     name: str
@@ -123,8 +132,19 @@ class TagSpec:
     stop: float = 0.02
     send_spread: float = 60.0
     report_delay: float = 30.0
+    rate: float = 0.0
+    start: float = 0.0
+    order: str = "oldest"
 
     def __post_init__(self) -> None:
+        if self.rate:
+            if not (isinstance(self.rate, int | float) and self.rate > 0):
+                raise ValueError("TagSpec.rate must be > 0")
+            object.__setattr__(self, "send_spread", self.messages / self.rate)
+        if self.order not in LISTING_ORDERS:
+            raise ValueError(f"TagSpec.order must be one of {', '.join(LISTING_ORDERS)}")
+        if not math.isfinite(self.start):
+            raise ValueError("TagSpec.start must be a finite number")
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("TagSpec.name must be a non-empty string")
         if isinstance(self.messages, bool) or not isinstance(self.messages, int):
@@ -405,6 +425,7 @@ class _Campaign(_Source):
         self.start_time = start_time
         n = self.n = spec.messages
         self.step = spec.send_spread / n if n else 0.0
+        self.t0 = float(spec.start)  # simulated time of the first send
         rng = random.Random(f"{seed}:{spec.name}")
         # Phone numbers: an affine bijection of [0, 10^8), so unique within the tag.
         self.phone_mul = rng.randrange(10**7) * 10 + rng.choice((1, 3, 7, 9))
@@ -412,7 +433,7 @@ class _Campaign(_Source):
         report = array("d", bytes(8 * n))  # report time offset; inf = never
         final = array("b", bytes(n))  # index in _FINAL_STATUSES
         stop = array("d", bytes(8 * n))  # STOP time offset; inf = never
-        rand, log, inf, step = rng.random, math.log, math.inf, self.step
+        rand, log, inf, step, t0 = rng.random, math.log, math.inf, self.step, self.t0
         mean, p_stop = spec.report_delay, spec.stop
         p_delivered = spec.delivered
         p_final = spec.delivered + spec.not_delivered
@@ -422,14 +443,14 @@ class _Campaign(_Source):
             if delay > MAX_REPORT_DELAY:
                 delay = MAX_REPORT_DELAY
             if u_status < p_delivered:
-                reported = report[i] = i * step + delay
+                reported = report[i] = t0 + i * step + delay
                 if u_stop < p_stop:  # u_stop / p_stop is uniform on [0, 1): reuse it
                     after = -STOP_DELAY_MEAN * log(1.0 - u_stop / p_stop)
                     stop[i] = reported + min(after, MAX_REPORT_DELAY)
                 else:
                     stop[i] = inf
             elif u_status < p_final:
-                report[i] = i * step + delay
+                report[i] = t0 + i * step + delay
                 final[i] = 1
                 stop[i] = inf
             else:
@@ -439,12 +460,14 @@ class _Campaign(_Source):
         self.report, self.final, self.stop = report, final, stop
         self._sorted: tuple[array[float], array[float], array[float]] | None = None
         self._sorted_lock = threading.Lock()
+        self._by_date: tuple[float, int, list[int]] | None = None  # (t, count, listing)
 
     def send_time(self, i: int) -> float:
-        return i * self.step
+        return self.t0 + i * self.step
 
     def count(self, t: float) -> int:
-        """Messages sent at time t: the i with ``i * step <= t``."""
+        """Messages sent at time t: the i with ``t0 + i * step <= t``."""
+        t -= self.t0
         n, step = self.n, self.step
         if n == 0 or t < 0:
             return 0
@@ -460,15 +483,37 @@ class _Campaign(_Source):
     def phone(self, i: int) -> str:
         return f"+336{(self.phone_mul * i + self.phone_add) % 100_000_000:08d}"
 
+    def _date(self, i: int, t: float) -> float:
+        reported = self.report[i]
+        return reported if reported <= t else self.t0 + i * self.step
+
+    def _listing(self, start: int, end: int, t: float) -> Iterable[int]:
+        """The send indices listed at positions [start, end) at time t, per the order."""
+        order = self.spec.order
+        if order == "oldest":
+            return range(start, end)
+        total = self.count(t)
+        if order == "newest":
+            return range(total - 1 - start, total - 1 - end, -1)
+        with self._sorted_lock:
+            cached = self._by_date
+            if cached is None or cached[0] != t or cached[1] != total:
+                date = self._date
+                listing = sorted(range(total), key=lambda i: (date(i, t), i))
+                if order == "report":
+                    listing.reverse()
+                cached = self._by_date = (t, total, listing)
+        return cached[2][start:end]
+
     def items(self, start: int, end: int, t: float) -> list[dict[str, Any]]:
         report, final, stop, st = self.report, self.final, self.stop, self.start_time
         out = []
-        for i in range(start, end):
+        for i in self._listing(start, end, t):
             reported = report[i]
             if reported <= t:
                 status, date = _FINAL_STATUSES[final[i]], st + reported
             else:
-                status, date = WAITING, st + i * self.step
+                status, date = WAITING, st + self.t0 + i * self.step
             out.append(
                 {
                     "phoneNumber": self.phone(i),
@@ -1389,11 +1434,11 @@ def _parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _parse_tag(text: str, spread: float, delay: float) -> TagSpec:
+def _parse_tag(text: str, spread: float, delay: float, order: str = "oldest") -> TagSpec:
     name, sep, count = text.rpartition(":")
     if not sep or not name or not count.isdigit():
         raise ValueError(f"--tag wants NAME:MESSAGES, got {text!r}")
-    return TagSpec(name, int(count), send_spread=spread, report_delay=delay)
+    return TagSpec(name, int(count), send_spread=spread, report_delay=delay, order=order)
 
 
 def _parse_dialect(text: str) -> tuple[str, str]:
@@ -1422,6 +1467,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
     parser.add_argument("--error-http-status", type=int, default=200)
+    parser.add_argument(
+        "--order",
+        choices=LISTING_ORDERS,
+        default="oldest",
+        help="listing order of --tag campaigns (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fixed-dates",
+        action="store_true",
+        help=f"date simulated t=0 at {DEFAULT_START_TIME} (reproducible) instead of now",
+    )
     parser.add_argument(
         "--tag",
         action="append",
@@ -1454,7 +1510,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         host, port = _parse_listen(args.listen)
-        tags = [_parse_tag(t, args.send_spread, args.report_delay) for t in args.tag] or DEMO_TAGS
+        tags = [
+            _parse_tag(t, args.send_spread, args.report_delay, args.order) for t in args.tag
+        ] or DEMO_TAGS
         dialects = dict(_parse_dialect(d) for d in args.dialect)
         if not args.tag and not args.dialect:
             dialects = dict(DEMO_DIALECTS)
@@ -1480,6 +1538,7 @@ def main(argv: list[str] | None = None) -> int:
             speed=args.speed,
             allow_remote=args.allow_remote,
             dialects=dialects,
+            start_time=DEFAULT_START_TIME if args.fixed_dates else time.time(),
         ).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the simulator: {exc}", file=sys.stderr)
