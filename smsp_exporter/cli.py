@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, reload_route
+from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
 
@@ -158,7 +160,7 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
     for warning in config.warnings:
         log.warning("%s: %s", config.source, warning)
     if args.config_check:
-        print(f"{config.source}: valid, {len(config.tags)} tags, mode {config.collection.mode}")
+        print(f"{config.source}: valid, {_tag_summary(config)}, mode {config.collection.mode}")
         return 0
 
     if args.demo:
@@ -180,6 +182,20 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
             simulator.stop()
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _tag_summary(config: Config) -> str:
+    """ "2 tags", or with templates "2 tags + 1 template = 9 tags today": what is configured and
+    what is collected now (a template stands for several tags, changing at midnight)."""
+    text = _plural(len(config.tags), "tag")
+    if not config.tag_templates:
+        return text
+    today = len(expand_tags(config.tags, config.tag_templates, time.time()))
+    return f"{text} + {_plural(len(config.tag_templates), 'template')} = {today} tags today"
+
+
 def _start_demo():
     from .simulator import DEMO_TAGS, Simulator
 
@@ -196,6 +212,9 @@ def _start_demo():
             "account": {"enabled": True},
         },
         source="<demo>",
+        # The simulator's key, whatever the environment says: the Docker image sets
+        # SMSP_API_KEY_FILE, which would otherwise replace it and get every tag rejected.
+        env={},
     )
     log.info("demo: simulator of the SMS Partner API started", extra={"url": simulator.url})
     return simulator, config
@@ -245,7 +264,7 @@ def _serve(
     metrics_url = f"{server.url.rstrip('/')}/metrics"
     log.info(
         "serving metrics",
-        extra={"url": metrics_url, "tags": len(config.tags), "mode": config.collection.mode},
+        extra={"url": metrics_url, "tags": _tag_summary(config), "mode": config.collection.mode},
     )
     if demo:
         print(f"smsp-exporter demo: metrics at {metrics_url}  (Ctrl-C to stop)", flush=True)
