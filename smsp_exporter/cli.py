@@ -264,7 +264,11 @@ def _serve(
     metrics_url = f"{server.url.rstrip('/')}/metrics"
     log.info(
         "serving metrics",
-        extra={"url": metrics_url, "tags": _tag_summary(config), "mode": config.collection.mode},
+        extra={
+            "url": metrics_url,
+            "tags": len(expand_tags(config.tags, config.tag_templates, time.time())),
+            "mode": config.collection.mode,
+        },
     )
     if demo:
         print(f"smsp-exporter demo: metrics at {metrics_url}  (Ctrl-C to stop)", flush=True)
