@@ -56,6 +56,7 @@ apt_install() {
 lint() {
     "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks
     "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks
+    "$VENV/bin/mypy"  # pyproject.toml, [tool.mypy]: the package, strict
 }
 
 case "${1:-}" in
@@ -69,7 +70,9 @@ case "${1:-}" in
         venv
         system_packages
         lint
-        exec "$VENV/bin/python" -m pytest "$@"
+        # Every system program is installed now: a test that cannot find one fails instead
+        # of skipping (tests/conftest.py, require_tool).
+        SMSP_REQUIRE_TOOLS=1 exec "$VENV/bin/python" -m pytest "$@"
         ;;
     bench)
         shift

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
@@ -23,6 +24,9 @@ from .reload import Reloader, reload_route
 from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
 
 log = logging.getLogger("smsp_exporter")
 
@@ -196,7 +200,7 @@ def _tag_summary(config: Config) -> str:
     return f"{text} + {_plural(len(config.tag_templates), 'template')} = {today} tags today"
 
 
-def _start_demo():
+def _start_demo() -> tuple[Simulator, Config]:
     from .simulator import DEMO_TAGS, Simulator
 
     simulator = Simulator(tags=DEMO_TAGS, latency=0.02, seed=42).start()

@@ -41,7 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import yaml
@@ -437,7 +437,7 @@ class _Builder:
 
     # -- sections
 
-    def api(self, data: Mapping) -> dict[str, object]:
+    def api(self, data: Mapping) -> dict[str, Any]:
         defaults = ApiConfig()
         return {
             "url": self.url(data.get("url")),
@@ -448,7 +448,7 @@ class _Builder:
             "retries": self.integer(data, "api", "retries", defaults.retries, 0, 10),
         }
 
-    def collection(self, data: Mapping) -> dict[str, object]:
+    def collection(self, data: Mapping) -> dict[str, Any]:
         defaults = CollectionConfig()
         mode = data.get("mode")
         if mode is None:

@@ -118,7 +118,7 @@ def _bind_candidates(host: str, port: int) -> list[tuple[socket.AddressFamily, t
             candidates.append((socket.AF_INET6, ("", port)))
         candidates.append((socket.AF_INET, ("0.0.0.0", port)))
         return candidates
-    seen = []
+    seen: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
     for family, _, _, _, sockaddr in socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     ):
@@ -153,7 +153,7 @@ def _call(app: WSGIApplication, environ: WSGIEnvironment) -> Response:
         captured["headers"] = list(headers)
         return chunks.append
 
-    result = app(environ, start_response)  # type: ignore[arg-type]
+    result = app(environ, start_response)
     try:
         for chunk in result:
             chunks.append(chunk)
@@ -238,7 +238,8 @@ class _RequestHandler(WSGIRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # socket timeout, set by StreamRequestHandler
+        # The socket timeout, applied by StreamRequestHandler.setup (a class default there).
+        self.timeout = self.server.request_timeout  # type: ignore[misc]
         super().setup()
 
     def handle(self) -> None:
@@ -254,7 +255,11 @@ class _RequestHandler(WSGIRequestHandler):
         if not self.parse_request():  # it has sent the error answer
             return
         handler = _ServerHandler(
-            self.rfile, self.wfile, _ErrorStream(), self.get_environ(), multithread=True
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]  # a BufferedIOBase, as wsgiref itself passes
+            _ErrorStream(),
+            self.get_environ(),
+            multithread=True,
         )
         handler.request_handler = self  # type: ignore[attr-defined]  # used for logging
         handler.run(self.server.get_app())  # type: ignore[arg-type]
