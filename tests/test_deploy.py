@@ -170,7 +170,9 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
     program = Path(sys.executable).parent / "smsp-exporter"
     assert program.exists()
     unit = tmp_path / "smsp-exporter.service"
-    unit.write_text(SYSTEMD_UNIT.read_text().replace("/usr/local/bin/smsp-exporter", str(program)))
+    unit.write_text(
+        SYSTEMD_UNIT.read_text().replace("/opt/smsp-exporter/bin/smsp-exporter", str(program))
+    )
     result = run("systemd-analyze", "verify", str(unit))
     assert result.returncode == 0, result.stderr
     # verify only warns about unknown keys and bad values: any output is a failure.
