@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["simulate"]:
         from .simulator import main as simulate
 
-        return simulate(argv[1:])
+        return simulate(argv[1:], prog="smsp-exporter simulate")
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 

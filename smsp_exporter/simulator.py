@@ -1246,9 +1246,9 @@ def _parse_tag(text: str, spread: float, delay: float) -> TagSpec:
     return TagSpec(name, int(count), send_spread=spread, report_delay=delay)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m smsp_exporter.simulator") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m smsp_exporter.simulator",
+        prog=prog,  # "smsp-exporter simulate" when run that way
         description="A fake SMS Partner API on loopback, for demos and tests.",
     )
     parser.add_argument(

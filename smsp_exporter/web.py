@@ -80,6 +80,20 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     example = "expected HOST:PORT, e.g. :9847, 127.0.0.1:9847 or [::1]:9847"
     if not isinstance(value, str) or not value:
         raise ValueError(f"empty listen address: {example}")
+    scheme, has_scheme, rest = value.partition("://")
+    if has_scheme:
+        # A URL where an address belongs: say so (its "http:" looked like a bare IPv6 address).
+        address = rest.split("/", 1)[0]
+        if not re.fullmatch(r"[\w.:\[\]-]{1,100}", address):  # echoed unquoted: plain only
+            address = ":9847"
+        raise ValueError(
+            f"invalid listen address {value!r}: an address, not a URL: drop {scheme + '://'!r} "
+            f"and any path, e.g. {address} (TLS: --web.config.file)"
+        )
+    if "/" in value:
+        raise ValueError(
+            f"invalid listen address {value!r}: no path here (/metrics is fixed); {example}"
+        )
     if value.startswith("["):
         end = value.find("]")
         if end < 0 or value[end + 1 : end + 2] != ":":
