@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -50,6 +51,13 @@ def test_twine_check_accepts_the_sdist_and_the_wheel(dist):
     result = run(sys.executable, "-m", "twine", "check", "--strict", dist["sdist"], dist["wheel"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASSED") == 2, result.stdout
+
+
+def test_the_changelog_starts_with_unreleased_and_lists_this_version():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[0] == "Unreleased"
+    assert any(h.startswith(f"{__version__} - ") for h in headings), headings
 
 
 def test_the_version_is_written_once():
@@ -124,11 +132,11 @@ def relocate(text: str, root: Path) -> str:
     return re.sub(r"(?<![\w./-])/(opt|etc)/", rf"{root}/\1/", text)
 
 
-@pytest.mark.needs("systemd-analyze")
 def test_the_systemd_steps_run_as_written(dist, tmp_path):
     """The README's steps, run one by one with bash, relocated under a temporary root. The only
     changes: `.` is the wheel built from this repository (as the README allows), the key is a
-    test key, and `systemctl` (no systemd as PID 1 here) is left out."""
+    test key, and `systemctl` (no systemd as PID 1 here) is left out. This is also the wheel's
+    install into a clean virtual environment, and its run from there."""
     test_the_steps_install_into_a_venv_where_execstart_looks()  # never pip into this Python
     root = tmp_path / "root"
     (root / "etc" / "systemd" / "system").mkdir(parents=True)  # there on any systemd machine
@@ -173,3 +181,33 @@ def test_the_systemd_steps_run_as_written(dist, tmp_path):
     result = run(require_tool("systemd-analyze"), "verify", unit, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+def test_the_dockerfile_build_stage_copies_what_the_build_needs(tmp_path):
+    """Its build stage copies a few files, then builds the wheel: with only those (pyproject's
+    license-files and readme included), the build must succeed."""
+    text = (ROOT / "deploy" / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    build_stage = text.split("\nFROM ", 2)[1]
+    context = tmp_path / "context"
+    context.mkdir()
+    for line in build_stage.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--") for w in words):
+            *sources, destination = words[1:]
+            target = context / destination if destination not in (".", "./") else context
+            for source in sources:
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target, ignore=IGNORED)
+                else:
+                    shutil.copy(ROOT / source, context / source)
+    assert (context / "pyproject.toml").is_file()
+    out = tmp_path / "out"
+    result = run(
+        sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out, context
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (wheel,) = out.glob("*.whl")
+    assert wheel.name == f"smsp_exporter-{__version__}-py3-none-any.whl"
+
+
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
