@@ -206,8 +206,11 @@ def test_the_dockerfile_build_stage_copies_what_the_build_needs(tmp_path):
         sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out, context
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "did not match any files" not in result.stdout + result.stderr  # license-files
     (wheel,) = out.glob("*.whl")
     assert wheel.name == f"smsp_exporter-{__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as built:
+        assert f"smsp_exporter-{__version__}.dist-info/licenses/LICENSE" in built.namelist()
 
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
