@@ -5,6 +5,8 @@ through ``systemd-analyze verify``)."""
 
 from __future__ import annotations
 
+import http.server
+import importlib.metadata
 import os
 import re
 import shlex
@@ -13,15 +15,18 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from smsp_exporter import __version__
 
-from .conftest import API_KEY, require_tool
+from .conftest import API_KEY, free_port, require_tool
+from .running import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "smsp-exporter.service"
@@ -69,6 +74,57 @@ def test_the_version_is_written_once():
     attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
     assert attr == "smsp_exporter.__version__"
     assert re.fullmatch(r"\d+\.\d+\.\d+(?:[ab]\d+|rc\d+|\.dev\d+)?", __version__)
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    agents: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).agents.append(self.headers.get("User-Agent", ""))
+        body = b'{"success": false, "code": 404, "message": "Not Found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_installed_program_reports_the_one_version(tmp_path):
+    """In this (editable) install: --version, the package metadata and the User-Agent sent to
+    the API all say smsp_exporter.__version__."""
+    program = Path(sys.executable).parent / "smsp-exporter"
+    version = run(program, "--version")
+    assert version.stdout.strip() == f"smsp-exporter {__version__}"
+    assert importlib.metadata.version("smsp-exporter") == __version__
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"api:\n  url: http://127.0.0.1:{server.server_port}/v1\n  key: {API_KEY}\n"
+        "  retries: 0\ntags: [promo]\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSP_API_KEY")}
+    proc = subprocess.Popen(
+        [program, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", proc)
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        server.shutdown()
+        server.server_close()
+    assert _RecordingHandler.agents
+    assert set(_RecordingHandler.agents) == {f"smsp-exporter/{__version__}"}
 
 
 def test_the_packages_carry_the_version_and_the_license(dist):
