@@ -43,6 +43,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("https://0.0.0.0:9847/metrics", "drop 'https://' and any path, e.g. 0.0.0.0:9847"),
         ("http://[::1]:9847/", "e.g. [::1]:9847"),
         ("localhost:9847/metrics", "no path here"),
+        # Nothing of a hostile value is echoed raw: the line stays one line.
+        ("http://evil\nlevel=error msg=forged:9847/", "e.g. :9847 (TLS"),
+        ("http://" + "a" * 5000 + ":1", "e.g. :9847 (TLS"),
     ],
 )
 def test_a_url_as_listen_address_is_called_a_url(address, says):
