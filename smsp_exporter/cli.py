@@ -191,8 +191,8 @@ def _plural(count: int, word: str) -> str:
 
 
 def _tag_summary(config: Config) -> str:
-    """ "2 tags", or with templates "2 tags + 1 template = 9 tags today": what is configured and
-    what is collected now (a template stands for several tags, changing at midnight)."""
+    """What is configured, and with templates what is collected now (a template stands for
+    several tags, changing at midnight): "2 tags", "2 tags + 1 template = 9 tags today"."""
     text = _plural(len(config.tags), "tag")
     if not config.tag_templates:
         return text
