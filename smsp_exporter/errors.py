@@ -68,10 +68,7 @@ class HttpStatusError(UpstreamError):
 
     def __init__(self, status: int) -> None:
         self.status = status
-        text = f"SMS Partner API answered HTTP {status}"
-        if status == 404:
-            text += f" ({API_CODE_MESSAGES[404]})"
-        super().__init__(text)
+        super().__init__(f"SMS Partner API answered HTTP {status}")
         self.reason = f"http_{status}"
 
 
