@@ -41,11 +41,11 @@ def require_tool(*names: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    packages = sorted({SYSTEM_TOOLS.get(name, name) for name in names})
-    message = (
-        f"needs {' or '.join(names)} on PATH (Debian package {', '.join(packages)}): "
-        "./dev.sh test installs it"
+    packages = sorted({SYSTEM_TOOLS[name] for name in names if name in SYSTEM_TOOLS})
+    where = (
+        f" (Debian package {', '.join(packages)}): ./dev.sh test installs it" if packages else ""
     )
+    message = f"needs {' or '.join(names)} on PATH{where}"
     if os.environ.get(REQUIRE_TOOLS) == "1":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -47,3 +47,35 @@ def test_a_missing_tool_fails_under_dev_sh_test(tmp_path):
 def test_dev_sh_test_requires_the_tools():
     text = (ROOT / "dev.sh").read_text()
     assert 'SMSP_REQUIRE_TOOLS=1 exec "$VENV/bin/python" -m pytest' in text
+
+
+MARKED_TEST = """
+import pytest
+
+@pytest.mark.needs("no-such-program-smsp")
+def test_marked():
+    raise AssertionError("not reached: the marker stops it first")
+"""
+
+
+def test_the_needs_marker_skips_or_fails_before_the_test_runs(tmp_path):
+    (tmp_path / "test_marked.py").write_text(MARKED_TEST)
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    command += ["-p", "tests.conftest", str(tmp_path / "test_marked.py")]
+    clean = {k: v for k, v in os.environ.items() if k != "SMSP_REQUIRE_TOOLS"}
+    plain = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean
+    )
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "1 skipped" in plain.stdout and "needs no-such-program-smsp on PATH" in plain.stdout
+    required = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**clean, "SMSP_REQUIRE_TOOLS": "1"},
+    )
+    assert required.returncode == 1, required.stdout + required.stderr
+    assert "needs no-such-program-smsp on PATH" in required.stdout
+    assert "not reached" not in required.stdout
