@@ -292,7 +292,26 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
             source, TOP_LEVEL, "the file holds no settings (only comments?): it needs a tags list"
         )
     base_dir = Path(source).absolute().parent
-    return config_from_dict(data, source=source, env=env, base_dir=base_dir)
+    try:
+        return config_from_dict(data, source=source, env=env, base_dir=base_dir)
+    except ConfigError as err:
+        # config_from_dict scrubs the api.key it finds; a damaged file may have lost that
+        # entry and carry the key inside another token (an unknown key's name): scrub what
+        # follows the word "key" in the text too.
+        uncommented = _COMMENT.sub("", text)  # "the key itself" in a comment is no key
+        hidden = tuple(set(_AFTER_KEY_WORD.findall(uncommented)))
+        raise ConfigError(
+            _scrub(err.source, hidden), _scrub(err.key, hidden), _scrub(err.problem, hidden)
+        ) from None
+
+
+_COMMENT = re.compile(r"(?:^|[ \t])#[^\n]*", re.MULTILINE)
+# A token after the word "key" and a few separators (": ", "{ ", "= "): a key, or what is left
+# of one in a damaged file.
+_AFTER_KEY_WORD = re.compile(
+    r"""key[^\w\n]{1,4}([^\s'"{}\[\],#:]{""" + str(_MIN_SCRUB_LENGTH) + ",})",
+    re.IGNORECASE,
+)
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:

@@ -250,3 +250,33 @@ def test_the_runbook_explains_a_404():
     section = text.split("\n## Error 404", 1)[1].split("\n## ", 1)[0]
     assert "api_code_404" in section and "api.url" in section
     assert "https://api.smspartner.fr/v1" in section
+
+
+# --- found by tests/test_properties.py: a damaged key line ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "  key{ sk-LEAKCANARY-7f3a9c2e5b1d4f60{  timeout: 5s",  # the case hypothesis found
+        "  key= sk-LEAKCANARY-7f3a9c2e5b1d4f60 : 1",
+    ],
+)
+def test_a_key_inside_a_damaged_key_line_is_not_echoed(tmp_path, line):
+    """The api.key entry is lost, so the key is not known as one; the unknown key's name that
+    carries it must not reach the message."""
+    assert API_KEY in line
+    path = tmp_path / "config.yaml"
+    path.write_text(f"api:\n  url: http://127.0.0.1:9/v1\n{line}\ntags: [promo]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert API_KEY not in str(info.value)
+    assert info.value.key.startswith("api.") and "unknown key" in info.value.problem
+
+
+def test_a_comment_about_the_key_does_not_garble_messages(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("api:\n  # the key itself, or key_file\n  tiemout: 5s\n  key: k123456789\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value).endswith("api.tiemout: unknown key (did you mean 'timeout'?)")
