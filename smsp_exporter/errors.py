@@ -19,6 +19,9 @@ API_CODE_MESSAGES: dict[int, str] = {
     30: "the SMS Partner account is blocked",
     40: "API access is denied for this SMS Partner account",
     96: "this machine's IP address is not authorised to use the SMS Partner API",
+    # Not a documented code: the API's (and the simulator's) answer to an unknown path, which
+    # here means api.url is not the API's base URL.
+    404: "no such endpoint: check api.url, the API's base URL (https://api.smspartner.fr/v1)",
 }
 
 

@@ -169,9 +169,10 @@ def test_the_example_config_shows_every_key():
     assert "your-api-key" in text
 
 
-def test_the_example_key_is_used_without_environment():
-    config = load_config(ROOT / "config.example.yaml", env=NO_ENV)
-    assert config.api.key == "your-api-key"
+def test_the_example_has_no_active_key_without_environment():
+    """Its placeholder is commented out (and refused if uncommented as is)."""
+    err = load_error(ROOT / "config.example.yaml")
+    assert err.key == "api.key" and err.problem.startswith("missing")
 
 
 # --------------------------------------------------------------------------------------------
