@@ -78,6 +78,8 @@ class ApiConfig:
     max_requests_per_second: float = 5.0
     max_pages: int = 1000
     retries: int = 2
+    # Bytes of one answer, after decompression (see README, "Failure behaviour").
+    max_response_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,7 @@ _API_KEYS = (
     "max_requests_per_second",
     "max_pages",
     "retries",
+    "max_response_bytes",
 )
 _COLLECTION_KEYS = ("mode", "interval", "min_interval", "keep_last_values")
 _TEMPLATE_KEYS = ("template", "days", "timezone")
@@ -436,6 +439,7 @@ class _Builder:
             "max_requests_per_second": self.rate(data.get("max_requests_per_second")),
             "max_pages": self.integer(data, "api", "max_pages", defaults.max_pages, 1, None),
             "retries": self.integer(data, "api", "retries", defaults.retries, 0, 10),
+            "max_response_bytes": self.size(data.get("max_response_bytes")),
         }
 
     def collection(self, data: Mapping) -> dict[str, object]:
@@ -684,6 +688,23 @@ class _Builder:
             self.fail(path, f"must be at least {low}, got {_describe(value)}")
         return value
 
+    def size(self, value: object) -> int:
+        """``api.max_response_bytes``: bytes, as an integer or a string with a binary unit."""
+        path = "api.max_response_bytes"
+        if value is None:
+            return ApiConfig().max_response_bytes
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+        if isinstance(value, str):
+            match = _SIZE.fullmatch(value.strip())
+            if match is None:
+                self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+            value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+        low, high = _SIZE_UNITS["KiB"] * 64, _SIZE_UNITS["GiB"]
+        if not low <= value <= high:
+            self.fail(path, f"must be between 64KiB and 1GiB, got {_describe(value)}")
+        return value
+
     def rate(self, value: object) -> float:
         path = "api.max_requests_per_second"
         if value is None:
@@ -705,6 +726,8 @@ class _Builder:
 # Helpers
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
 
 
 def _join(prefix: str, name: object) -> str:
