@@ -595,20 +595,21 @@ class _Builder:
         )
 
     def read_key_file(self, origin: str, path: Path) -> str:
+        # The path is never printed: a key pasted where its file's path belongs would be.
         try:
             with path.open("rb") as handle:
                 raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
-            self.fail(origin, f"cannot read {path}: {_os_reason(exc)}")
+            self.fail(origin, f"cannot read the file it names: {_os_reason(exc)}")
         if len(raw) > _MAX_KEY_FILE_BYTES:
-            self.fail(origin, f"{path} is too large to hold an API key")
+            self.fail(origin, "the file it names is too large to hold an API key")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            self.fail(origin, f"{path} is not UTF-8 text")
+            self.fail(origin, "the file it names is not UTF-8 text")
         key = text.strip()
         if not key:
-            self.fail(origin, f"{path} is empty")
+            self.fail(origin, "the file it names is empty")
         return key
 
     def checked_key(self, origin: str, key: str) -> str:
