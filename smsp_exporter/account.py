@@ -12,6 +12,7 @@ Only the ``credits`` object is read: the user's name never leaves the process.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -32,6 +33,8 @@ _KNOWN_KINDS = {"creditSms": "sms", "creditSmsECO": "sms_eco", "creditSmsLowCost
 _CREDIT_FIELD = re.compile(r"credit([A-Z][A-Za-z0-9]{0,30})")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _MAX_KINDS = 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class AccountReader:
         self._errors: dict[str, int] = {}
         self._credit: Credit | None = None
         self._last_success: float | None = None
+        self._failing: str | None = None  # reason of the failure logged last, None when up
 
     def start(self, deadline: float) -> Future[Credit]:
         return self._executor.submit(self._read, deadline)
@@ -132,8 +136,18 @@ class AccountReader:
             if isinstance(result, UpstreamError):
                 self._errors[result.reason] = self._errors.get(result.reason, 0) + 1
                 up = False
+                if result.reason != self._failing:  # logged once per change, not every round
+                    log.warning(
+                        "reading the account's credit failed: %s",
+                        result.message,
+                        extra={"reason": result.reason},
+                    )
+                self._failing = result.reason
             else:
                 self._credit, self._last_success, up = result, time.time(), True
+                if self._failing is not None:
+                    log.info("reading the account's credit works again")
+                self._failing = None
             return AccountState(
                 up, self._credit, self._last_success, MappingProxyType(dict(self._errors))
             )

@@ -510,16 +510,20 @@ class Transport:
         return status, body, retry_after
 
     def _timeout(self, timeout: float) -> RequestTimeout:
-        return RequestTimeout(f"{self.host}: no complete answer within {timeout:.3g} s")
+        return RequestTimeout(
+            f"request to {self.host} timed out: no complete answer within {timeout:.3g} s"
+        )
 
     def _failure(self, err: BaseException, fired: bool, timeout: float) -> UpstreamError:
         if fired:
             return self._timeout(timeout)
         if isinstance(err, requests.ConnectTimeout):
-            return RequestTimeout(f"{self.host}: connecting timed out after {timeout:.3g} s")
+            return RequestTimeout(
+                f"request to {self.host} timed out: not connected within {timeout:.3g} s"
+            )
         # Not urllib3's TimeoutError: its NewConnectionError (a refused connection) is one.
         if isinstance(err, requests.Timeout) or any(
             isinstance(c, urllib3.exceptions.ReadTimeoutError | TimeoutError) for c in _causes(err)
         ):
-            return RequestTimeout(f"{self.host}: no answer within {timeout:.3g} s")
+            return self._timeout(timeout)  # the socket's own timeout beat the watchdog
         return ConnectionFailed(f"request to {self.host} failed: {describe(err)}")
