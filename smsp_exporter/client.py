@@ -28,6 +28,7 @@ from .errors import (
     DeadlineExceeded,
     HttpStatusError,
     InvalidResponse,
+    RequestTimeout,
     UpstreamError,
 )
 from .parse import Page, parse_page
@@ -278,7 +279,13 @@ class SmsPartnerClient:
                 raise DeadlineExceeded("no time left for the request")
         with self._lock:
             self.requests_made += 1
-        return self.transport.get(url, params, timeout)
+        try:
+            return self.transport.get(url, params, timeout)
+        except RequestTimeout:
+            if timeout >= self.api.timeout:
+                raise
+        # Cut by the round's deadline, not by api.timeout: say so, like the round does.
+        raise DeadlineExceeded("the round ran out of time during the request")
 
     def _retry_after(self, header: str | None) -> float | None:
         seconds = transport.retry_after_seconds(header)  # capped: see MAX_RETRY_AFTER

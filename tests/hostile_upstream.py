@@ -63,7 +63,7 @@ class Client:
             return True
         try:
             readable, _, _ = select.select([self.sock], [], [], wait)
-            return bool(readable) and not self.sock.recv(4096)
+            return bool(readable) and not self.sock.recv(65536)
         except OSError:
             return True
 
@@ -115,6 +115,21 @@ def trickle_head(interval: float = 0.5, limit: float = 60.0) -> Behaviour:
         for byte in head:
             if time.monotonic() > end or not client.send(bytes([byte])) or client.gone(interval):
                 return
+
+    return run
+
+
+def trickle_tls(interval: float = 0.2, limit: float = 60.0) -> Behaviour:
+    """For an ``https://`` client: the header of a 16 KiB TLS handshake record, then its body
+    one byte every ``interval`` seconds. TLS waits for the whole record: no read ever times
+    out, the handshake never ends."""
+
+    def run(client: Client) -> None:
+        end = time.monotonic() + limit
+        if not client.send(b"\x16\x03\x03\x40\x00"):
+            return
+        while time.monotonic() < end and client.send(b"\x00") and not client.gone(interval):
+            pass
 
     return run
 
@@ -184,6 +199,7 @@ class HostileUpstream:
 
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    raw: Behaviour | None = None  # run at once on every connection, before any request is read
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
@@ -229,6 +245,15 @@ class HostileUpstream:
 
     def _serve(self, sock: socket.socket) -> None:
         with sock:
+            if self.raw is not None:
+                seen = Seen("", "", "", None, time.monotonic())
+                with self._lock:
+                    self.seen.append(seen)
+                try:
+                    self.raw(Client(sock, seen, self._stopping))
+                finally:
+                    seen.ended = time.monotonic()
+                return
             sock.settimeout(5)
             head = b""
             try:

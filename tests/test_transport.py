@@ -29,6 +29,7 @@ from .hostile_upstream import (
     redirect,
     trickle_body,
     trickle_head,
+    trickle_tls,
 )
 
 
@@ -97,6 +98,25 @@ def test_a_trickle_fails_fast_in_the_client_too():
             client.close()
     assert getattr(result, "reason", None) == "timeout", result
     assert elapsed < 1.5, f"{elapsed:.2f} s"
+
+
+def test_a_tls_handshake_trickling_in_fails_with_timeout():
+    """The TLS handshake is bounded too: a server feeding its first record one byte at a time
+    fails with `timeout` within api.timeout. (CPython already bounds one handshake as a whole
+    by the socket's timeout; the watchdog would cut it anyway: this keeps both honest.)"""
+    with HostileUpstream(raw=trickle_tls(interval=0.2, limit=30)) as up:
+        url = f"https://127.0.0.1:{up.port}/v1"
+        client = SmsPartnerClient(hostile_config(url, ["lent"], timeout="0.8s", retries=0).api)
+        try:
+            began = time.monotonic()
+            result = client.fetch_tags(["lent"], deadline=time.monotonic() + 20)["lent"]
+            elapsed = time.monotonic() - began
+        finally:
+            client.close()
+        held = [s.held for s in up.seen]
+    assert getattr(result, "reason", None) == "timeout", result
+    assert elapsed < 1.6, f"{elapsed:.2f} s"
+    assert len(held) == 1 and held[0] < 1.6, held
 
 
 # --- 7: a body cap, enforced while streaming, decompressed bytes included -----------------------
