@@ -196,3 +196,14 @@ def test_a_key_pasted_as_the_key_file_path_is_never_printed(tmp_path, origin, co
     assert "PASTEDKEY" not in text, text
     assert re.search(r"api\.key_file|SMSP_API_KEY_FILE", text), text
     assert "\n" not in text
+
+
+def test_the_readme_lists_the_reason_set():
+    """README's failure section is the operators' list: it must stay the code's."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for reason in FIXED_REASONS:
+        assert f"`{reason}`" in readme, reason
+    codes = ", ".join(str(code) for code in sorted(DOCUMENTED_API_CODES))
+    assert codes in readme.replace("\n", " ")
