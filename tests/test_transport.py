@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 
@@ -293,3 +294,53 @@ def test_collection_resumes_after_the_capped_retry_after(sim, monkeypatch):
             assert time.monotonic() < deadline, "collection never resumed"
             time.sleep(0.3)
             found, _ = scrape(url, 3.0)
+
+
+# --- the watchdog itself -----------------------------------------------------------------------
+
+
+def test_a_late_watchdog_never_cuts_a_connection_already_handed_back(sim):
+    """A guard firing after its request gave its connection back to the pool (the request
+    ended just at its deadline) must not cut that connection: it is serving another request."""
+    sim.add_tag(campaign("lent", 3))
+    sim.set_fault("lent", "delay", seconds=0.6)
+    pool = transport._AbortingHTTPPool("127.0.0.1", sim.port, maxsize=1, block=True)
+    guard = transport.Guard(time.monotonic())
+    transport._current.guard = guard
+    try:
+        first = pool.urlopen("GET", f"/v1/me?apiKey={API_KEY}", preload_content=False)
+        first.read()
+        first.release_conn()  # back in the pool
+    finally:
+        transport._current.guard = None
+    answers = []
+    second = threading.Thread(
+        target=lambda: answers.append(
+            pool.urlopen("GET", f"/v1/bulk-status-by-tag?apiKey={API_KEY}&tag=lent", retries=0)
+        )
+    )
+    second.start()  # on the same keep-alive connection (the pool holds one)
+    time.sleep(0.2)
+    guard.fire()  # late, while the connection serves the second request
+    second.join(5)
+    pool.close()
+    assert answers and answers[0].status == 200 and b'"success":true' in answers[0].data
+
+
+def test_many_requests_through_one_watchdog(sim):
+    """150 pages over keep-alive connections, four at a time: every count exact, the
+    watchdog's queue empties once the deadlines have passed, its thread ends with the client."""
+    tags = [f"lot-{i}" for i in range(30)]
+    for tag in tags:
+        sim.add_tag(campaign(tag, 45))  # 5 pages of 10
+    client = SmsPartnerClient(make_config(sim, tags, timeout="1s").api)
+    try:
+        results = client.fetch_tags(tags, deadline=time.monotonic() + 60)
+        for tag in tags:
+            assert results[tag].complete and results[tag].messages == 45, results[tag]
+        assert client.requests_made == 150
+        time.sleep(1.4)
+        assert client.transport.watchdog._heap == []
+    finally:
+        client.close()
+    assert not client.transport.watchdog._thread.is_alive()
