@@ -138,7 +138,8 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="smsp-watchdog", daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, (deadline, next(self._ids), guard))
-            self._cond.notify()
+            if self._heap[0][2] is guard:  # the thread sleeps until the earliest deadline
+                self._cond.notify()
         return guard
 
     @staticmethod
