@@ -25,7 +25,13 @@ from types import MappingProxyType
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .client import SmsPartnerClient
-from .errors import DeadlineExceeded, HttpStatusError, InvalidResponse, UpstreamError
+from .errors import (
+    DeadlineExceeded,
+    HttpStatusError,
+    InvalidResponse,
+    UpstreamError,
+    detached,
+)
 from .parse import check_success
 
 ENDPOINT = "me"
@@ -113,10 +119,12 @@ class AccountReader:
         status, body = self.client.get_endpoint(ENDPOINT, deadline)
         try:
             return parse_me(body)
-        except InvalidResponse:
-            if status >= 400:
-                raise HttpStatusError(status) from None
-            raise
+        except UpstreamError as err:
+            failure = detached(err)  # raised below, out of the frames that hold the body
+        del body
+        if isinstance(failure, InvalidResponse) and status >= 400:
+            raise HttpStatusError(status)
+        raise failure
 
     def finish(self, future: Future[Credit], deadline: float) -> AccountState:
         """Wait for the reading started by :meth:`start` (until ``deadline``) and fold it in."""

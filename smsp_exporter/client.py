@@ -30,6 +30,7 @@ from .errors import (
     InvalidResponse,
     RequestTimeout,
     UpstreamError,
+    detached,
 )
 from .parse import Page, parse_page
 
@@ -250,13 +251,15 @@ class SmsPartnerClient:
         status, body, retry_after_header = self._get(self.url, params, deadline)
         try:
             return parse_page(body)
-        except InvalidResponse:
-            if status >= 400:
-                error = HttpStatusError(status)
-                if status == 429 or status == 503:
-                    error.retry_after = self._retry_after(retry_after_header)
-                raise error from None
-            raise
+        except UpstreamError as err:
+            failure = detached(err)  # raised below, out of the frames that hold the body
+        del body
+        if isinstance(failure, InvalidResponse) and status >= 400:
+            error = HttpStatusError(status)
+            if status == 429 or status == 503:
+                error.retry_after = self._retry_after(retry_after_header)
+            raise error
+        raise failure
 
     def get_endpoint(self, endpoint: str, deadline: float | None = None) -> tuple[int, bytes]:
         """One GET of ``{api.url}/{endpoint}?apiKey=...`` (e.g. ``me``): rate-limited, counted

@@ -61,6 +61,15 @@ def scrub_api_message(text: str) -> str:
     return short + ("..." if len(short) < len(scrubbed) else "")
 
 
+def detached(error: BaseException) -> BaseException:
+    """``error`` without its traceback, cause or context, to be raised again elsewhere: the
+    frames of a failed parse hold the body (up to ``api.max_response_bytes``), a JSON error its
+    whole text, and an error stored where its own traceback leads (a tag's result, a future)
+    makes a reference cycle that keeps them all alive until the cycle collector runs."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    return error
+
+
 class UpstreamError(Exception):
     """Base class: a tag could not be collected."""
 

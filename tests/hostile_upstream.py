@@ -153,6 +153,15 @@ def endless(limit_bytes: int, *, length: bool = False) -> Behaviour:
     return run
 
 
+def garbage(size: int) -> Behaviour:
+    """``size`` bytes that are not JSON, under a 200 OK."""
+
+    def run(client: Client) -> None:
+        client.send(f"{JSON_HEAD}Content-Length: {size}\r\n\r\n".encode() + b"x" * size)
+
+    return run
+
+
 _BOMBS: dict[int, bytes] = {}
 
 
