@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smsp-exporter",
         description="Prometheus exporter for the SMS Partner gateway: per-tag delivery status "
-        "counts on /metrics. 'smsp-exporter simulate --help' runs the API simulator alone.",
+        "counts on /metrics. 'smsp-exporter simulate --help' runs the API simulator alone; "
+        "'smsp-exporter homeassistant-package --help' prints a Home Assistant package.",
     )
     parser.add_argument(
         "--config.file",
@@ -102,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .simulator import main as simulate
 
         return simulate(argv[1:])
+    if argv[:1] == ["homeassistant-package"]:
+        from .homeassistant import main as homeassistant_package
+
+        return homeassistant_package(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
@@ -181,9 +187,13 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
 
 def _start_demo():
-    from .simulator import DEMO_TAGS, Simulator
+    from .simulator import DEMO_DIALECTS, DEMO_TAGS, Simulator
 
-    simulator = Simulator(tags=DEMO_TAGS, latency=0.02, seed=42).start()
+    # Simulated t=0 is now: the campaigns' dates (and the age of their Waiting messages) follow
+    # the real clock, as a real account's would.
+    simulator = Simulator(
+        tags=DEMO_TAGS, latency=0.02, seed=42, dialects=DEMO_DIALECTS, start_time=time.time()
+    ).start()
     config: Config = config_from_dict(
         {
             "api": {
