@@ -87,6 +87,8 @@ class ApiConfig:
     max_requests_per_second: float = 5.0
     max_pages: int = 1000
     retries: int = 2
+    # Bytes of one answer, after decompression (see README, "Failure behaviour").
+    max_response_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,7 @@ _API_KEYS = (
     "max_requests_per_second",
     "max_pages",
     "retries",
+    "max_response_bytes",
 )
 _COLLECTION_KEYS = ("mode", "interval", "min_interval", "keep_last_values")
 _TEMPLATE_KEYS = ("template", "days", "timezone")
@@ -465,6 +468,7 @@ class _Builder:
             "max_requests_per_second": self.rate(data.get("max_requests_per_second")),
             "max_pages": self.integer(data, "api", "max_pages", defaults.max_pages, 1, None),
             "retries": self.integer(data, "api", "retries", defaults.retries, 0, 10),
+            "max_response_bytes": self.size(data.get("max_response_bytes")),
         }
 
     def collection(self, data: Mapping) -> dict[str, Any]:
@@ -623,20 +627,21 @@ class _Builder:
         )
 
     def read_key_file(self, origin: str, path: Path) -> str:
+        # The path is never printed: a key pasted where its file's path belongs would be.
         try:
             with path.open("rb") as handle:
                 raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
-            self.fail(origin, f"cannot read {path}: {_os_reason(exc)}")
+            self.fail(origin, f"cannot read the file it names: {_os_reason(exc)}")
         if len(raw) > _MAX_KEY_FILE_BYTES:
-            self.fail(origin, f"{path} is too large to hold an API key")
+            self.fail(origin, "the file it names is too large to hold an API key")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            self.fail(origin, f"{path} is not UTF-8 text")
+            self.fail(origin, "the file it names is not UTF-8 text")
         key = text.strip()
         if not key:
-            self.fail(origin, f"{path} is empty")
+            self.fail(origin, "the file it names is empty")
         return key
 
     def not_a_placeholder(self, origin: str, key: str) -> None:
@@ -754,6 +759,23 @@ class _Builder:
             self.fail(path, f"must be at least {low}, got {_describe(value)}")
         return value
 
+    def size(self, value: object) -> int:
+        """``api.max_response_bytes``: bytes, as an integer or a string with a binary unit."""
+        path = "api.max_response_bytes"
+        if value is None:
+            return ApiConfig().max_response_bytes
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+        if isinstance(value, str):
+            match = _SIZE.fullmatch(value.strip())
+            if match is None:
+                self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+            value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+        low, high = _SIZE_UNITS["KiB"] * 64, _SIZE_UNITS["GiB"]
+        if not low <= value <= high:
+            self.fail(path, f"must be between 64KiB and 1GiB, got {_describe(value)}")
+        return value
+
     def rate(self, value: object) -> float:
         path = "api.max_requests_per_second"
         if value is None:
@@ -775,6 +797,8 @@ class _Builder:
 # Helpers
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
 
 
 def _join(prefix: str, name: object) -> str:
