@@ -28,6 +28,9 @@ API_CODE_MESSAGES: dict[int, str] = {
 # own reason, api_code_<code>; any other code shares one, api_code_other, so that an upstream
 # sending a new code every round (or one thousands of digits long) cannot add series forever.
 DOCUMENTED_API_CODES = frozenset({1, 3, 4, 5, 6, 9, 10, 20, 30, 40, 50, 96})
+# 404 too: not documented, but what an unknown path answers (api.url without /v1), and the one
+# code whose own reason tells the operator where to look (the runbook's 404 entry).
+REASON_API_CODES = DOCUMENTED_API_CODES | {404}
 API_CODE_OTHER = "api_code_other"
 # Likewise http_<status> only for the real HTTP error statuses (RFC 9110 and friends, as Python
 # knows them), http_other for any other number an upstream may put in its status line.
@@ -96,7 +99,7 @@ class ApiCodeError(UpstreamError):
         if self.api_message:
             text += f" (API said: {self.api_message!r})"
         super().__init__(text)
-        self.reason = f"api_code_{code}" if code in DOCUMENTED_API_CODES else API_CODE_OTHER
+        self.reason = f"api_code_{code}" if code in REASON_API_CODES else API_CODE_OTHER
 
 
 class HttpStatusError(UpstreamError):

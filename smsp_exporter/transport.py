@@ -401,7 +401,7 @@ def describe(err: BaseException) -> str:
         return "the answer broke the HTTP protocol or was cut short"
     found = first(OSError)
     if isinstance(found, OSError) and found.errno in errno.errorcode:
-        return os.strerror(found.errno).lower()
+        return os.strerror(found.errno or 0).lower()
     return f"request failed ({type(err).__name__})"
 
 
