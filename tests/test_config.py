@@ -7,18 +7,24 @@ import os
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
+import yaml
 
 from smsp_exporter.config import (
+    _PARSERS,
     DEFAULT_API_URL,
     ApiConfig,
     CollectionConfig,
     Config,
     ConfigError,
+    ConfigFile,
+    TemplateEntry,
     config_from_dict,
     load_config,
     parse_duration,
 )
+from smsp_exporter.schema import convert
 
 KEY = "sk-LEAKCANARY-cfg-5e1d7a90b3"
 ROOT = Path(__file__).parent.parent
@@ -160,12 +166,74 @@ def test_the_example_config_loads(monkeypatch):
     assert config.warnings == ()
 
 
-def test_the_example_config_shows_every_key():
+def _example_sections(text: str) -> dict[str, str]:
+    """config.example.yaml cut at its top-level keys: each section's text, comments included."""
+    parts = re.split(r"^(?=[a-z_]+:)", text, flags=re.M)
+    return {part.split(":", 1)[0]: part for part in parts if re.match(r"[a-z_]+:", part)}
+
+
+def _documented_settings(section: str) -> dict[str, str]:
+    """Each setting of a section (``  name: value``, or commented out as ``  # name: value``
+    with a one-word or quoted value, unlike prose) and the comment block just above it."""
+    found: dict[str, str] = {}
+    block: list[str] = []
+    for line in section.splitlines()[1:]:
+        setting = re.fullmatch(r"  (?:# )?([a-z_]+):(?: (\S+|\"[^\"]*\"))?(?:\s+#.*)?", line)
+        if setting and not (line.lstrip().startswith("#") and setting[2] is None):
+            found[setting[1]] = "\n".join(block)
+            block = []
+        elif line.strip().startswith("#"):
+            block.append(line.strip().lstrip("# "))
+        elif not line.strip():
+            block = []
+    return found
+
+
+def test_the_example_documents_exactly_the_declared_keys_and_defaults():
+    """config.example.yaml and the declared structure (ConfigFile) cannot drift apart: the same
+    sections and keys, the defaults and ranges the example states are the declared ones."""
     text = (ROOT / "config.example.yaml").read_text()
-    for name in [*ApiConfig.__dataclass_fields__, "key_file"]:
-        assert re.search(rf"^\s*#?\s*{name}:", text, re.M), name
-    for name in CollectionConfig.__dataclass_fields__:
-        assert re.search(rf"^\s*{name}:", text, re.M), name
+    document = yaml.safe_load(text)
+    sections = _example_sections(text)
+    shape = msgspec.inspect.type_info(ConfigFile)
+    assert isinstance(shape, msgspec.inspect.StructType)
+    assert set(sections) == {f.encode_name for f in shape.fields}
+    checked = 0
+    for field in shape.fields:
+        if not isinstance(field.type, msgspec.inspect.StructType):
+            continue
+        cls = field.type.cls
+        documented = _documented_settings(sections[field.encode_name])
+        declared = {f.encode_name: f for f in field.type.fields}
+        assert set(documented) == set(declared), field.encode_name
+        for name, comment in documented.items():
+            where = f"{field.encode_name}.{name}"
+            default = declared[name].default
+            value = (document[field.encode_name] or {}).get(name)
+            if value is not None:  # an active setting shows the default
+                loaded = convert({name: value}, cls, _PARSERS)
+                assert getattr(loaded, name) == default, where
+                checked += 1
+            stated = re.search(r"Default: (\S+?)\.?$", comment, re.M)
+            if stated and stated[1] != "none":
+                loaded = convert(yaml.safe_load(f"{name}: {stated[1]}"), cls, _PARSERS)
+                assert getattr(loaded, name) == default, where
+                checked += 1
+            elif stated:
+                assert default is None, where
+            kind = declared[name].type
+            while isinstance(kind, msgspec.inspect.Metadata):
+                kind = kind.type
+            if isinstance(kind, msgspec.inspect.CustomType) and "Duration" in comment:
+                positive = "Duration, > 0" in comment
+                assert kind.cls.__name__ == ("Positive" if positive else "") + "Seconds", where
+            elif between := re.search(r"(\d+) to (\d+)", comment):
+                assert (kind.ge, kind.le) == (int(between[1]), int(between[2])), where
+            elif at_least := re.search(r">= (\d+)", comment):
+                assert kind.ge == int(at_least[1]), where
+    assert checked >= 15
+    entries = [entry for entry in document["tags"] if isinstance(entry, dict)]
+    assert {key for entry in entries for key in entry} == set(TemplateEntry.__struct_fields__)
     assert "your-api-key" in text
 
 

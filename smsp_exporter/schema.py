@@ -1,0 +1,348 @@
+"""Declared file shapes, and the one translator of their errors into one-line messages.
+
+The configuration files (``config.yaml``, the web configuration) are declared as msgspec
+Structs: frozen, unknown keys refused, ranges as ``Meta(ge=, le=)``, enums as ``Literal``.
+msgspec stops at the first mismatch and reports a JSON path without the value
+(``Expected `int` <= 64 - at `$.api.concurrency```). :func:`convert` turns that into a
+:class:`SchemaError` with our own key and wording (``api.concurrency``, ``must be between 1 and
+64, got 65``): the wording comes from the declaration, the value is read back from the document,
+shown quoted and shortened, and never for a field declared secret.
+
+Where the generic wording does not fit, a field says so with its declaration:
+``Meta(extra=say(expected="a URL"))``. A Struct may also carry ``expected`` (what the whole
+mapping is) and ``refused`` (keys that exist elsewhere, refused with a reason) as ClassVars.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import functools
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = ["SchemaError", "convert", "describe", "kind", "say"]
+
+T = TypeVar("T")
+Parsers = Mapping[Any, Callable[[object], object]]
+
+
+class SchemaError(Exception):
+    """The document does not fit its declaration: ``key`` ("" for the whole document) and
+    ``problem``, both free of any value declared secret."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+
+def say(
+    *,
+    expected: str | None = None,
+    invalid: str | None = None,
+    missing: str | None = None,
+    secret: bool = False,
+) -> dict[str, object]:
+    """A field's own wording, for ``Meta(extra=...)``: what it ``expected`` (after "expected"),
+    the problem when a constraint fails (``invalid``, ``{got}`` for the value), what a
+    ``missing`` required field needs, and whether the value is ``secret`` (never shown)."""
+    words = {"expected": expected, "invalid": invalid, "missing": missing, "secret": secret}
+    return {name: value for name, value in words.items() if value}
+
+
+def convert(data: object, cls: type[T], parsers: Parsers | None = None) -> T:
+    """``data`` (a YAML document) as ``cls``, or :class:`SchemaError`. ``parsers`` build the
+    custom types (durations, sizes, paths): called with the raw value, they return an instance
+    of their type or raise ``ValueError`` with the whole problem (it becomes the message)."""
+    hooks = dict(parsers or {})
+
+    def dec_hook(tp: Any, value: object) -> object:
+        parse = hooks.get(typing.get_origin(tp) or tp)
+        if parse is None:
+            raise NotImplementedError(f"no parser for {tp!r}")
+        return parse(value)
+
+    try:
+        return msgspec.convert(data, cls, strict=True, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _translate(str(exc), data, cls, dec_hook) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The translator
+
+_MISSING = object()
+_AT = re.compile(r"(?P<message>.*?)(?: - at (?P<in_key>`key` in )?`(?P<path>[^`]*)`)?", re.S)
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`", re.S)
+_REQUIRED = re.compile(r"Object missing required field `(.*)`", re.S)
+# msgspec's own messages; any other message comes from one of our parsers and is kept as is.
+_MSGSPEC = ("Expected `", "Invalid enum value", "Number out of range")
+
+
+def _translate(text: str, data: object, cls: type, dec_hook: Callable[..., object]) -> SchemaError:
+    match = _AT.fullmatch(text)
+    assert match is not None  # the pattern matches any text
+    node = _Node(cls, data, "", dec_hook)
+    for name, index in _SEGMENT.findall(match["path"] or ""):
+        node = node.child(name or (int(index) if index.isdigit() else index))
+    message = match["message"]
+    if match["in_key"]:
+        return node.bad_key()
+    if unknown := _UNKNOWN.fullmatch(message):
+        return node.unknown(unknown[1])
+    if required := _REQUIRED.fullmatch(message):
+        field = node.child(required[1])
+        need = field.words.get("missing")
+        return SchemaError(field.key, f"missing: {need}" if need else "missing")
+    if not message.startswith(_MSGSPEC):
+        return SchemaError(node.key, message)
+    return SchemaError(node.key, node.problem(message))
+
+
+class _Node:
+    """A place in the document: its declared type (``hint``), its raw value, its key."""
+
+    def __init__(self, hint: Any, value: object, key: str, dec_hook: Callable[..., Any]) -> None:
+        self.hint, self.value, self.key, self.dec_hook = hint, value, key, dec_hook
+        self.base, self.meta, self.words = _unwrap(hint)
+        if _is_union(self.base):  # str | Struct: the string's constraints are the ones
+            for option in typing.get_args(self.base):
+                base, meta, words = _unwrap(option)
+                if base is str:
+                    self.meta, self.words = {**meta, **self.meta}, {**words, **self.words}
+
+    def struct(self) -> type[msgspec.Struct] | None:
+        options = typing.get_args(self.base) if _is_union(self.base) else (self.base,)
+        found = [t for t in options if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+        return found[0] if found else None
+
+    def child(self, segment: str | int) -> _Node:
+        value = self.value
+        if isinstance(segment, int):
+            item = value[segment] if isinstance(value, list | tuple) else _MISSING
+            return _Node(
+                typing.get_args(self.base)[0], item, f"{self.key}[{segment}]", self.dec_hook
+            )
+        if segment == "...":  # a mapping's value: msgspec does not say which, find it
+            value_hint = typing.get_args(self.base)[1]
+            for name, item in value.items() if isinstance(value, Mapping) else ():
+                if not self._fits(item, value_hint):
+                    return _Node(value_hint, item, _join(self.key, name), self.dec_hook)
+            return _Node(value_hint, _MISSING, self.key, self.dec_hook)
+        struct = self.struct()
+        assert struct is not None, segment
+        names = dict(zip(struct.__struct_encode_fields__, struct.__struct_fields__, strict=True))
+        item = value.get(segment, _MISSING) if isinstance(value, Mapping) else _MISSING
+        hint = _hints(struct).get(names.get(segment, ""), Any)
+        return _Node(hint, item, _join(self.key, segment), self.dec_hook)
+
+    def _fits(self, value: object, hint: Any) -> bool:
+        try:
+            msgspec.convert(value, hint, strict=True, dec_hook=self.dec_hook)
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    def unknown(self, name: object) -> SchemaError:
+        struct = self.struct()
+        known = list(struct.__struct_encode_fields__) if struct else []
+        key = _join(self.key, name)
+        refused: Mapping[str, str] = getattr(struct, "refused", {})
+        if name in refused:
+            return SchemaError(key, refused[str(name)])
+        close = difflib.get_close_matches(str(name), known, n=1)
+        if close:
+            return SchemaError(key, f"unknown key (did you mean {close[0]!r}?)")
+        return SchemaError(key, f"unknown key (known keys: {', '.join(known)})")
+
+    def bad_key(self) -> SchemaError:
+        """A key msgspec refused: a non-string key of a section, or a mapping's invalid key."""
+        keys = list(self.value) if isinstance(self.value, Mapping) else []
+        if self.struct() is not None:
+            return self.unknown(next((k for k in keys if not isinstance(k, str)), "?"))
+        key_hint = typing.get_args(self.base)[0]
+        bad = next((k for k in keys if not self._fits(k, key_hint)), _MISSING)
+        return SchemaError(self.key, _Node(key_hint, bad, self.key, self.dec_hook).problem(""))
+
+    def problem(self, message: str) -> str:
+        value, words = self.value, self.words
+        got = kind(value) if words.get("secret") else describe(value)
+        if typing.get_origin(self.base) is typing.Literal:
+            return f"must be one of {', '.join(map(str, typing.get_args(self.base)))}, got {got}"
+        if message.startswith("Expected `") and "`, got `" in message:
+            struct = self.struct()
+            if struct is not None and self.key and not _is_union(self.base):
+                got = kind(value)  # a section given a value: that value may be a misplaced key
+            hint = "" if words.get("secret") else self.hint_for(value)
+            return f"expected {self.expected()}, got {got}{hint}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {got}"
+        if message.startswith("Number out of range"):
+            return f"too large, got {got}"
+        if words.get("invalid"):
+            return str(words["invalid"]).format(got=got)
+        ge, le = self.meta.get("ge"), self.meta.get("le")
+        if ge is not None and le is not None:
+            return f"must be between {_number(ge)} and {_number(le)}, got {got}"
+        if ge is not None:
+            return f"must be at least {_number(ge)}, got {got}"
+        if le is not None:
+            return f"must be at most {_number(le)}, got {got}"
+        if self.meta.get("min_length"):
+            return "empty: expected a non-empty string"
+        return message
+
+    def expected(self) -> str:
+        if self.words.get("expected"):
+            return str(self.words["expected"])
+        struct = self.struct()
+        if struct is not None and not _is_union(self.base):
+            return str(getattr(struct, "expected", "a mapping of settings"))
+        if self.wants_text():
+            return "a string"
+        origin = typing.get_origin(self.base) or self.base
+        names = {bool: "true or false", int: "an integer", float: "a number", dict: "a mapping"}
+        if origin in (list, tuple, set, frozenset):
+            return "a list"
+        return names.get(origin, f"a {getattr(origin, '__name__', origin)}")
+
+    def wants_text(self) -> bool:
+        options = typing.get_args(self.base) if _is_union(self.base) else (self.base,)
+        return str in (_unwrap(option)[0] for option in options)
+
+    def hint_for(self, value: object) -> str:
+        """Advice for what YAML commonly gets wrong: an unquoted 2024, yes or date where text
+        is wanted; a single word where a list is."""
+        if self.wants_text():  # only where any text will do: not for a URL, a path, a zone
+            return "" if self.words.get("expected") else quote_hint(value)
+        is_list = typing.get_origin(self.base) in (list, tuple, set, frozenset)
+        if is_list and isinstance(value, str) and self.key:
+            name = re.split(r"[.\]]", self.key)[-1]
+            return f" (write it as a list: {name}: [{value}])"
+        return ""
+
+
+@functools.cache
+def _hints(struct: type) -> dict[str, Any]:
+    return typing.get_type_hints(struct, include_extras=True)
+
+
+def _unwrap(hint: Any) -> tuple[Any, dict[str, object], dict[str, object]]:
+    """A declared type without ``Annotated`` and ``| None``: the type, its constraints (ge, le,
+    min_length...) and its wording (:func:`say`)."""
+    meta: dict[str, object] = {}
+    words: dict[str, object] = {}
+    while True:
+        if typing.get_origin(hint) is typing.Annotated:
+            hint, *extras = typing.get_args(hint)
+            for item in extras:
+                if isinstance(item, msgspec.Meta):
+                    names = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
+                    meta.update(
+                        {n: getattr(item, n) for n in names if getattr(item, n) is not None}
+                    )
+                    words.update(item.extra or {})
+            continue
+        if _is_union(hint):
+            options = [t for t in typing.get_args(hint) if t is not type(None)]
+            if len(options) == 1:
+                hint = options[0]
+                continue
+        return hint, meta, words
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Showing values
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(prefix: str, name: object) -> str:
+    shown = name if isinstance(name, str) and _PLAIN_NAME.fullmatch(name) else describe(name)
+    return f"{prefix}.{shown}" if prefix else str(shown)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(value: object) -> str:
+    """A value, as a message shows it: quoted strings, YAML spellings, no huge dumps."""
+    if value is None or value is _MISSING:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return _short(repr(value), 40)
+    if isinstance(value, str):
+        return repr(_short(value))
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()})"
+    return kind(value)
+
+
+def kind(value: object) -> str:
+    """The type of a value, without the value (for secrets, and what may be one)."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (str, "a string"),
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (datetime.date, "a date"),
+        (Mapping, "a mapping"),
+        ((list, tuple), "a list"),
+        (bytes, "binary data"),
+    ]
+    if value is None or value is _MISSING:
+        return "null"
+    for types_, name in kinds:
+        if isinstance(value, types_):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def quote_hint(value: object) -> str:
+    """For a scalar YAML did not read as text (2024, yes, 2024-12-25): advise quoting it."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = _short(str(value), 40)
+    elif isinstance(value, datetime.date):
+        text = value.isoformat()
+    else:
+        return ""
+    return f': quote it in the YAML (e.g. "{text}") so that it is read as text'
+
+
+def drop_nulls(data: object, keep: tuple[str, ...] = ()) -> object:
+    """The document without its ``null`` settings, which mean "the default" (``timeout:`` with
+    nothing after it), at any depth; list items stay (a ``null`` tag is an error). Top-level
+    keys in ``keep`` stay even when null, for rules that tell null from absent."""
+    if isinstance(data, Mapping):
+        return {
+            k: drop_nulls(v)
+            for k, v in data.items()
+            if v is not None or (isinstance(k, str) and k in keep)
+        }
+    if isinstance(data, list | tuple):
+        return [drop_nulls(item) for item in data]
+    return data
