@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from .config import Config, ConfigError
 from .exporter import Exporter
 from .logs import add_secret
-from .web import WSGIApp, answer_text
+from .web import Route, WSGIApp, answer_text
 
 __all__ = ["Reloader", "reload_route"]
 
@@ -140,14 +140,10 @@ class Reloader(Collector):
         return []
 
 
-def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[bytes]]:
-    """A WSGI app for ``/-/reload``: POST reloads (200, or 500 if the new config is refused)."""
+def reload_route(reloader: Reloader) -> Route:
+    """The ``/-/reload`` route: POST reloads (200, or 500 if the new config is refused)."""
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if str(environ.get("REQUEST_METHOD", "")).upper() != "POST":
-            return answer_text(
-                start_response, HTTPStatus.METHOD_NOT_ALLOWED, "only POST\n", ("Allow", "POST")
-            )
         if reloader.reload():
             return answer_text(start_response, HTTPStatus.OK, "config reloaded\n")
         # The reason is in the log; an HTTP answer says nothing about the config's content.
@@ -157,4 +153,4 @@ def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[byte
             "config reload failed: the previous configuration stays (see the log)\n",
         )
 
-    return app
+    return Route.post(app)

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,7 +222,7 @@ def test_healthz_without_auth_only_when_asked(tmp_path):
         assert requests.get(f"{url}/", timeout=10).status_code == 401
 
 
-def test_successful_checks_are_cached_and_failures_are_not(monkeypatch):
+def test_verdicts_are_cached_and_an_unknown_user_costs_one_check(monkeypatch):
     calls = []
     real = bcrypt.checkpw
 
@@ -235,11 +236,40 @@ def test_successful_checks_are_cached_and_failures_are_not(monkeypatch):
     bad = "Basic " + base64.b64encode(b"prometheus:nope").decode()
     assert auth.check(good) and auth.check(good)
     assert len(calls) == 1
+    # A wrong password repeated (a misconfigured scraper, a flood) costs one check, not one each.
     assert not auth.check(bad) and not auth.check(bad)
-    assert len(calls) == 3
+    assert len(calls) == 2
     # An unknown user still costs one bcrypt check (no user enumeration by timing).
     assert not auth.check("Basic " + base64.b64encode(b"ghost:x").decode())
-    assert len(calls) == 4
+    assert len(calls) == 3
+
+
+def test_concurrent_password_checks_are_bounded(monkeypatch):
+    """A check waiting too long for a bcrypt slot is BUSY (503), freeing its thread; a cached
+    verdict never waits."""
+    auth = BasicAuth((("prometheus", bcrypt_hash(PASSWORD).encode()),), max_checks=1, wait=0.05)
+    good = "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    assert auth.verify(good) is webconfig.AuthResult.OK
+    release = threading.Event()
+    real = bcrypt.checkpw
+
+    def stuck(password, hashed):
+        release.wait(5)
+        return real(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", stuck)
+    first = threading.Thread(
+        target=auth.verify, args=("Basic " + base64.b64encode(b"prometheus:a").decode(),)
+    )
+    first.start()
+    time.sleep(0.1)
+    try:
+        other = "Basic " + base64.b64encode(b"prometheus:b").decode()
+        assert auth.verify(other) is webconfig.AuthResult.BUSY
+        assert auth.verify(good) is webconfig.AuthResult.OK  # cached: no slot needed
+    finally:
+        release.set()
+        first.join(5)
 
 
 def test_security_headers_from_http_server_config(tmp_path):
