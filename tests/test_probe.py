@@ -92,7 +92,7 @@ def test_probe_state_is_bounded_whatever_the_pattern_admits(sim):
     answers = []
 
     def get(tag):
-        environ = {"REQUEST_METHOD": "GET", "QUERY_STRING": f"tag={tag}"}
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/probe", "QUERY_STRING": f"tag={tag}"}
         body = b"".join(app(environ, lambda status, headers: answers.append(status)))
         return samples(body.decode())
 

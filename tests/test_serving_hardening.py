@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import bcrypt
-import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -222,7 +221,6 @@ def refreshers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "smsp-refresh" and t.is_alive()]
 
 
-@pytest.mark.xfail(strict=True, reason="item 2: not fixed yet")
 def test_a_reload_storm_under_scrapes_and_slow_probes_ends_with_one_poller(sim, tmp_path, caplog):
     """Background mode, a multi-page tag, scrapes and slow probes in flight, 30 concurrent
     reloads: afterwards one refresher polls (the upstream sees one exporter's traffic), and
@@ -299,7 +297,6 @@ def test_a_reload_storm_under_scrapes_and_slow_probes_ends_with_one_poller(sim, 
     assert errors == [], [r.getMessage() for r in errors]
 
 
-@pytest.mark.xfail(strict=True, reason="item 16.13: not fixed yet")
 def test_a_reload_keeps_the_last_account_reading(sim, tmp_path):
     """Issue 16 item 13: the credit stays exported while /v1/me fails, across a reload too."""
     sim.add_tag(campaign("promo", 3))
@@ -322,7 +319,6 @@ def test_a_reload_keeps_the_last_account_reading(sim, tmp_path):
 # --- 3. shared rounds: one client does not set everyone's deadline ----------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="item 3: not fixed yet")
 def test_short_timeout_scrapers_do_not_take_tags_down_for_a_patient_one(sim):
     """A client loops with X-Prometheus-Scrape-Timeout-Seconds: 0.1 while rounds take about a
     second: a scraper with a 10 s timeout sees every tag up, every time."""
@@ -370,7 +366,6 @@ def probe_config(sim, tags, **api):
     )
 
 
-@pytest.mark.xfail(strict=True, reason="item 4: not fixed yet")
 def test_probes_of_one_tag_at_the_same_time_share_one_fetch(sim):
     sim.add_tag(campaign("sonde", 42))  # 5 pages
     sim.latency = 0.2
@@ -393,7 +388,6 @@ def test_probes_of_one_tag_at_the_same_time_share_one_fetch(sim):
     assert sim.stats()["by_tag"]["sonde"] == 5  # one fetch of its 5 pages, not eight
 
 
-@pytest.mark.xfail(strict=True, reason="item 4: not fixed yet")
 def test_a_probe_flood_leaves_metrics_tags_collected(sim):
     """20 clients probe a 5-page tag in a loop under a 20 requests/s budget: the /metrics tags
     keep being collected, and the probes use at most their share of the budget."""
