@@ -23,7 +23,7 @@ from .exporter import Exporter
 from .logs import add_secret
 from .web import Route, WSGIApp, answer_text
 
-__all__ = ["Reloader", "reload_route"]
+__all__ = ["Reloader", "lifecycle_disabled_route", "reload_route"]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,20 @@ def reload_route(reloader: Reloader) -> Route:
             start_response,
             HTTPStatus.INTERNAL_SERVER_ERROR,
             "config reload failed: the previous configuration stays (see the log)\n",
+        )
+
+    return Route.post(app)
+
+
+def lifecycle_disabled_route() -> Route:
+    """``/-/reload`` without ``--web.enable-lifecycle``: 403, as Prometheus answers."""
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return answer_text(
+            start_response,
+            HTTPStatus.FORBIDDEN,
+            "the lifecycle API is not enabled: start with --web.enable-lifecycle, "
+            "or reload with SIGHUP\n",
         )
 
     return Route.post(app)

@@ -250,7 +250,7 @@ def test_a_reload_storm_under_scrapes_and_slow_probes_ends_with_one_poller(sim, 
             if code != 200:
                 failures.append(str(code))
 
-    with caplog.at_level(logging.WARNING, logger="smsp_exporter"), reloadable(path) as (_, url):
+    with caplog.at_level(logging.INFO, logger="smsp_exporter"), reloadable(path) as (_, url):
         assert requests.get(f"{url}/metrics", timeout=10).status_code == 200
         workers = [
             threading.Thread(

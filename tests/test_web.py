@@ -165,7 +165,17 @@ def test_metrics_serves_the_registry(server: ExporterServer) -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("7.5", 7.5), ("10", 10.0), ("abc", -1), ("-3", -1), ("0", -1), ("nan", -1), ("inf", -1)],
+    [
+        ("7.5", 7.5),
+        ("10", 10.0),
+        ("abc", -1),
+        ("-3", -1),
+        ("0", -1),
+        ("nan", -1),
+        ("inf", -1),
+        ("0.1", 1.0),  # clamped: a client cannot ask for rounds too short to succeed
+        ("86400", 120.0),  # nor for endless ones
+    ],
 )
 def test_metrics_scrape_timeout_header(
     server: ExporterServer, header: str, expected: float
