@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import bcrypt
+import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
 from smsp_exporter.config import config_from_dict, load_config
 from smsp_exporter.logs import clear_secrets
 from smsp_exporter.reload import Reloader, reload_route
-from smsp_exporter.web import ExporterServer
+from smsp_exporter.web import ExporterServer, Route
 from smsp_exporter.webconfig import WebConfig
 
 from .conftest import API_KEY, campaign, make_config, samples, serve, value
@@ -422,3 +423,104 @@ def test_a_probe_flood_leaves_metrics_tags_collected(sim):
     assert max(took) < 4, took
     # The probes' share is half the budget: 10 requests/s (and a little slack for timing).
     assert probed <= 10 * elapsed + 6, (probed, elapsed)
+
+
+# --- the request reader, attacked ------------------------------------------------------------
+
+
+def echo_server(**kwargs) -> ExporterServer:
+    """A server whose /echo route (GET and POST) answers the method, body and a header."""
+
+    def echo(environ, start_response):
+        body = environ["wsgi.input"].read()
+        seen = environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS", "-")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['REQUEST_METHOD']} {len(body)} {seen}\n".encode(), body]
+
+    registry = CollectorRegistry()
+    routes = {"/echo": Route({"GET": echo, "POST": echo})}
+    return ExporterServer(registry, "127.0.0.1:0", extra_routes=routes, **kwargs)
+
+
+def raw(port: int, data: bytes, pause: float = 0.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if pause:
+            for byte in data:
+                sock.send(bytes([byte]))
+                time.sleep(pause)
+        else:
+            sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "body"),
+    [
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 200, b"GET 0 -\n"),
+        (b"\r\n\r\nGET /echo HTTP/1.0\n\n", 200, b"GET 0 -\n"),  # leading CRLF, bare LF
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 200, b"POST 5 -\nhello"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 65537\r\n\r\n", 413, None),
+        (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            501,
+            None,
+        ),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400, None),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, None),
+        (b"GET /echo HTTP/1.1\r\nX-A: b\r\n  folded\r\n\r\n", 400, None),
+        (b"GET /echo HTTP/1.1\r\nBad Header: b\r\n\r\n", 400, None),
+        (b"GET /echo HTTP/2.0\r\n\r\n", 505, None),
+        (b"GET echo HTTP/1.1\r\n\r\n", 400, None),
+        # An underscore would pass for a dash in the WSGI environ: such headers are dropped.
+        (
+            b"GET /echo HTTP/1.1\r\nX-Prometheus-Scrape_Timeout-Seconds: 5\r\n\r\n",
+            200,
+            b"GET 0 -\n",
+        ),
+    ],
+)
+def test_the_request_reader(request_bytes, status, body):
+    with echo_server() as server:
+        answer = raw(server.port, request_bytes)
+        head, _, content = answer.partition(b"\r\n\r\n")
+        assert int(head.split(b" ", 2)[1]) == status, answer[:200]
+        assert b"Connection: close" in head
+        if body is not None:
+            assert content == body
+        assert requests.get(f"{server.url}healthz", timeout=5).status_code == 200
+
+
+def test_a_request_sent_in_pieces_is_read_whole():
+    with echo_server() as server:
+        answer = raw(server.port, b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 0.002)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"POST 3 -\nabc")
+
+
+def test_a_body_trickling_past_the_request_timeout_is_cut():
+    with echo_server(request_timeout=1.0) as server:
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+            with contextlib.suppress(OSError):
+                while time.monotonic() - began < 4:
+                    sock.send(b"x")
+                    sock.settimeout(0.2)
+                    with contextlib.suppress(TimeoutError):
+                        if sock.recv(1024) == b"":
+                            break
+        assert time.monotonic() - began < 2.5
+
+
+def test_expect_100_continue_is_honoured():
+    with echo_server() as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"ok")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"POST 2 -\nok")
