@@ -319,8 +319,8 @@ class HTTPServer:
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)  # type: ignore[union-attr]
-                    else:
-                        self._ready(key.data)
+                    elif key.data in self._reading or key.data in self._lingering:
+                        self._ready(key.data)  # (not if closed earlier in this batch)
                 self._expire(time.monotonic())
         except Exception:
             log.exception("the HTTP server's event loop failed")

@@ -222,7 +222,7 @@ class ScrapeSource:
             if not self._running:
                 wanted = self._generation + 1
                 if not self._closed:
-                    self._start(patient)
+                    self._start(now, patient)
             elif budget > self._running_budget:
                 wanted = self._generation + 2  # the next round, with this scrape's patience
             else:
@@ -241,19 +241,21 @@ class ScrapeSource:
             self._patience = patient, until = budget, now + PATIENCE_MEMORY
         return patient
 
-    def _start(self, budget: float) -> None:
+    def _start(self, since: float, budget: float) -> None:
+        """Start a round ending by ``since + budget``: from when the scrape asked for it, not
+        from the thread's start (a few milliseconds later on a busy machine)."""
         self._running, self._running_budget = True, budget
         try:
             threading.Thread(
-                target=self._run, args=(budget,), name="smsp-round", daemon=True
+                target=self._run, args=(since + budget,), name="smsp-round", daemon=True
             ).start()
         except BaseException:
             self._running = False
             raise
 
-    def _run(self, budget: float) -> None:
+    def _run(self, deadline: float) -> None:
         try:
-            self.poller.run_round(budget)
+            self.poller.run_round(max(0.0, deadline - time.monotonic()))
         except Exception:
             if self._closed:  # a round cut short by closing (a reload): no error
                 log.debug("collection round stopped by closing", exc_info=True)
@@ -265,7 +267,8 @@ class ScrapeSource:
                 self._generation += 1
                 self._finished_at = time.monotonic()
                 if self._wanted > self._generation and not self._closed:
-                    self._start(self._patience[0])  # that of the scrape waiting for it
+                    # With the patience of the scrape waiting for it.
+                    self._start(self._finished_at, self._patience[0])
                 self._cond.notify_all()
 
     def close(self) -> None:

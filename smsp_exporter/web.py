@@ -201,9 +201,6 @@ def parse_scrape_timeout(raw: str | None) -> float | None:
     return min(MAX_SCRAPE_TIMEOUT, max(MIN_SCRAPE_TIMEOUT, value))
 
 
-_parse_scrape_timeout = parse_scrape_timeout  # the name other modules used
-
-
 # --- the application -------------------------------------------------------------------------
 
 

@@ -353,6 +353,46 @@ def test_short_timeout_scrapers_do_not_take_tags_down_for_a_patient_one(sim):
                 thread.join(15)
 
 
+def test_scrapes_as_patient_as_the_round_share_it_and_a_more_patient_one_gets_the_next(sim):
+    """Two scrapes with the same timeout share one round; a more patient one arriving during a
+    round started with a short timeout waits for the next round, which has its patience."""
+    sim.add_tag(campaign("t1", 25))  # 3 pages
+    sim.latency = 0.3
+    with serve(make_config(sim, ["t1"], concurrency=1)) as url:
+        results: list[float] = []
+
+        def scrape(timeout: str, delay: float) -> None:
+            time.sleep(delay)
+            answer = requests.get(
+                f"{url}/metrics",
+                headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout},
+                timeout=20,
+            )
+            results.append(value(answer.text, "sms_up", tag="t1"))
+
+        same = [threading.Thread(target=scrape, args=("10", d)) for d in (0.0, 0.3)]
+        for thread in same:
+            thread.start()
+        for thread in same:
+            thread.join(20)
+        assert results == [1.0, 1.0]
+        assert sim.stats()["requests"] == 3  # one round for both
+        # A fresh source (nothing remembered): a 1 s scrape starts a round too short for the
+        # tag; a 10 s scrape joining it waits for the next one, which has 9 s.
+    sim.reset_stats()
+    with serve(make_config(sim, ["t1"], concurrency=1)) as url:
+        results.clear()
+        mixed = [
+            threading.Thread(target=scrape, args=("1", 0.0)),
+            threading.Thread(target=scrape, args=("10", 0.2)),
+        ]
+        for thread in mixed:
+            thread.start()
+        for thread in mixed:
+            thread.join(20)
+    assert sorted(results) == [0.0, 1.0]
+
+
 # --- 4. /probe: coalesced, and within its share ------------------------------------------------
 
 
