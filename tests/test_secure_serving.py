@@ -122,6 +122,29 @@ def test_a_silent_tls_client_does_not_block_other_connections(pki, tmp_path):
                 sock.close()
 
 
+def test_hundreds_of_stalled_tls_handshakes_do_not_starve_a_scraper(pki, tmp_path):
+    """300 connections (more than the server reads at once): half send nothing, half a partial
+    ClientHello. An HTTPS scrape is still answered, promptly, and the TLS stays usable."""
+    with serving(write_web_config(tmp_path, tls_config(pki))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        try:
+            for index in range(300):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if index % 2:
+                    sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+                stalled.append(sock)
+            time.sleep(0.5)
+            for _ in range(3):
+                began = time.monotonic()
+                answer = requests.get(f"{url}/metrics", verify=pki["ca.crt"], timeout=5)
+                assert answer.status_code == 200 and "secure_test_value" in answer.text
+                assert time.monotonic() - began < 3
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
 def test_min_version_tls13_refuses_a_tls12_client(pki, tmp_path):
     path = write_web_config(tmp_path, tls_config(pki, "  min_version: TLS13\n"))
     with serving(path) as url:
