@@ -62,6 +62,8 @@ _READS_PER_EVENT = 4  # chunks read from one connection before the loop serves t
 _ACCEPTS_PER_EVENT = 64
 _WARNING_INTERVAL = 60.0
 _LINGER_BYTES = 1024 * 1024  # read (and dropped) after an error answer, before closing
+# Why the server refused a request or closed a connection before it was complete.
+REFUSAL_REASONS = ("request_timeout", "evicted", "queue_full", "malformed", "tls_handshake")
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ class HTTPServer:
         self._loop_thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._last_warning: dict[str, float] = {}
+        # Counted by the loop thread only; every key exists from the start (read elsewhere).
+        self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.server_name = ""
         self.server_port = 0
 
@@ -348,6 +352,7 @@ class HTTPServer:
                 if conn.deadline > now:
                     break
                 if conn.state != _LINGER:
+                    self.refused["request_timeout"] += 1
                     log.debug(
                         "http request not received in time: closing",
                         extra={"client": conn.client, "state": conn.state},
@@ -375,7 +380,8 @@ class HTTPServer:
                     "too many connections: closing the oldest unfinished one",
                     limit=self.limits.max_connections,
                 )
-                self._evict_oldest()
+                if self._evict_oldest():
+                    self.refused["evicted"] += 1
             state = _HEAD
             if self.tls is not None:
                 try:
@@ -423,6 +429,7 @@ class HTTPServer:
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
             reason = str(getattr(err, "reason", None) or type(err).__name__)
             log.debug("TLS handshake failed", extra={"client": conn.client, "error": reason})
+            self.refused["tls_handshake"] += 1
             self._close(conn)
             return False
         conn.state = _HEAD
@@ -468,8 +475,10 @@ class HTTPServer:
                 if (first < 0 and len(buf) > limits.max_request_line) or first > (
                     limits.max_request_line + 1
                 ):
+                    self.refused["malformed"] += 1
                     return self._fail(conn, HTTPStatus.REQUEST_URI_TOO_LONG)
                 if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+                    self.refused["malformed"] += 1
                     return self._fail(conn, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
                 conn.scanned = max(0, len(buf) - 3)
                 return True
@@ -477,6 +486,7 @@ class HTTPServer:
             try:
                 conn.head = parse_head(bytes(buf[:head_end]), limits)
             except _RequestError as err:
+                self.refused["malformed"] += 1
                 return self._fail(conn, err.status)
             del buf[:body_start]
             conn.state = _BODY
@@ -498,6 +508,7 @@ class HTTPServer:
             self._jobs.put_nowait(_Job(conn.sock, conn.client, conn.head, body))
         except queue.Full:
             self._warn("busy", "too many HTTP requests waiting: answering 503")
+            self.refused["queue_full"] += 1
             self._fail(conn, HTTPStatus.SERVICE_UNAVAILABLE, "Retry-After: 1")
             return
         del self._reading[conn]

@@ -12,6 +12,7 @@ sockets, TLS, limits and lifecycle (see that module for why it is not ``wsgiref`
 
 from __future__ import annotations
 
+import contextlib
 import html
 import ipaddress
 import logging
@@ -27,9 +28,10 @@ from typing import Any, TypeAlias
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from .collector import scrape_timeout
-from .httpd import HTTPServer, Limits, is_unusable_address
+from .httpd import REFUSAL_REASONS, HTTPServer, Limits, is_unusable_address
 from .webconfig import AuthResult, BasicAuth, WebConfig, ssl_context
 
 __all__ = [
@@ -262,6 +264,8 @@ class WebApp:
         self.routes: Mapping[str, Route] = MappingProxyType(dict(routes))
         self._auth = auth if auth else None
         self._headers = list(headers)
+        self.auth_busy = 0  # requests answered 503 for want of a free password check
+        self._count_lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -287,6 +291,8 @@ class WebApp:
         if self._auth is not None and (route is None or route.auth):
             verdict = self._auth.verify(environ.get("HTTP_AUTHORIZATION"))
             if verdict is AuthResult.BUSY:
+                with self._count_lock:
+                    self.auth_busy += 1
                 return _AUTH_BUSY[0], list(_AUTH_BUSY[1]), _AUTH_BUSY[2]
             if verdict is not AuthResult.OK:
                 return _UNAUTHORIZED[0], list(_UNAUTHORIZED[1]), _UNAUTHORIZED[2]
@@ -303,6 +309,27 @@ class WebApp:
 
 
 # --- the exporter's server -------------------------------------------------------------------
+
+
+class _Refusals:
+    """``sms_http_refused_total{reason}``: what the serving limits turned away."""
+
+    def __init__(self, server: ExporterServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "sms_http_refused",
+            "HTTP requests the exporter's server refused or cut short, by reason "
+            "(request_timeout, evicted, queue_full, malformed, tls_handshake, auth_busy)",
+            labels=["reason"],
+        )
+        for reason, count in self.server.refused().items():
+            family.add_metric([reason], float(count))
+        yield family
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 class ExporterServer:
@@ -361,6 +388,8 @@ class ExporterServer:
             auth=BasicAuth(web_config.basic_auth_users if web_config else ()),
             headers=web_config.headers if web_config else (),
         )
+        self._registry = registry
+        self._refusals = _Refusals(self)
         self._lock = threading.Lock()
         self._server: HTTPServer | None = None
         self._host: str | None = None
@@ -384,6 +413,7 @@ class ExporterServer:
             server = self._bind(host, port)
             server.start()
             self._server = server
+            self._registry.register(self._refusals)  # type: ignore[arg-type]
             self._host, self._port = host, server.server_port
         log.debug("listening", extra={"address": self._listen_address, "port": self._port})
 
@@ -415,6 +445,8 @@ class ExporterServer:
             self._closed = True
         if server is None:
             return
+        with contextlib.suppress(KeyError):
+            self._registry.unregister(self._refusals)  # type: ignore[arg-type]
         server.shutdown()
         log.debug("stopped listening", extra={"address": self._listen_address})
 
@@ -429,6 +461,13 @@ class ExporterServer:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+    def refused(self) -> dict[str, int]:
+        """What the serving limits turned away, by reason (see ``sms_http_refused_total``)."""
+        server = self._server
+        counts = dict.fromkeys(REFUSAL_REASONS, 0) if server is None else dict(server.refused)
+        counts["auth_busy"] = self.app.auth_busy
+        return counts
 
     @property
     def port(self) -> int:

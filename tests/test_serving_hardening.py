@@ -84,7 +84,10 @@ def test_hundreds_of_dripping_connections_do_not_starve_scrapes_or_healthz(sim):
         took = [assert_scrape_ok(url, ["cible"]) for _ in range(3)]
         health = requests.get(f"{url}/healthz", timeout=5)
         assert health.status_code == 200
+        found = samples(requests.get(f"{url}/metrics", timeout=10).text)
     assert max(took) < 3, took
+    # The oldest unfinished connections made room for the newer ones, and it shows.
+    assert value(found, "sms_http_refused_total", reason="evicted") >= 300 - 256
 
 
 def test_a_request_head_must_arrive_whole_within_the_request_timeout():
@@ -112,6 +115,8 @@ def test_a_request_head_must_arrive_whole_within_the_request_timeout():
         assert closed, "a dripping client kept its connection past the request timeout"
         assert elapsed < 2.5, elapsed
         assert requests.get(f"{server.url}healthz", timeout=5).status_code == 200
+        found = samples(requests.get(f"{server.url}metrics", timeout=5).text)
+        assert value(found, "sms_http_refused_total", reason="request_timeout") == 1
 
 
 # --- 1. wrong-password floods, 5. auth timing -------------------------------------------------
@@ -172,6 +177,7 @@ def test_a_flood_of_wrong_passwords_at_a_high_cost_does_not_starve_a_scraper():
             for thread in threads:
                 thread.join(15)
     assert seen and set(seen) <= {401, 503}, set(seen)
+    assert 503 in seen  # the password checks were bounded: the flood was turned away
     assert max(took) < 4, took
 
 
