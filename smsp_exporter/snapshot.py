@@ -218,11 +218,12 @@ class ScrapeSource:
             fresh = now - self._finished_at < self.min_interval
             if latest is not None and not self._running and fresh:
                 return latest
+            if self._closed and not self._running:  # no round will start: do not wait for one
+                return latest or self.poller.pending()
             patient = self._remember(budget, now)
             if not self._running:
                 wanted = self._generation + 1
-                if not self._closed:
-                    self._start(now, patient)
+                self._start(now, patient)
             elif budget > self._running_budget:
                 wanted = self._generation + 2  # the next round, with this scrape's patience
             else:

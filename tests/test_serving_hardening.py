@@ -399,6 +399,21 @@ def test_scrapes_as_patient_as_the_round_share_it_and_a_more_patient_one_gets_th
     assert sorted(results) == [0.0, 1.0]
 
 
+def test_a_closed_scrape_source_answers_at_once(sim):
+    from smsp_exporter.exporter import Exporter
+
+    sim.add_tag(campaign("t1", 3))
+    exporter = Exporter(make_config(sim, ["t1"]))
+    try:
+        assert exporter.source.snapshot(10).tags[0].up
+        exporter.close()
+        began = time.monotonic()
+        assert exporter.source.snapshot(10).tags[0].tag == "t1"  # the latest one, at once
+        assert time.monotonic() - began < 0.5
+    finally:
+        exporter.close()
+
+
 # --- 4. /probe: coalesced, and within its share ------------------------------------------------
 
 
