@@ -1,8 +1,8 @@
 """The YAML configuration file: reading it, checking every value, and saying clearly what is wrong.
 
 The file's shape (sections, keys, types, defaults, ranges, enums; unknown keys refused) is
-declared once, below, as frozen msgspec Structs (:class:`ConfigFile`); config.example.yaml
-documents it and a test keeps the two equal. :func:`smsp_exporter.schema.convert` checks a
+declared once, below, as frozen dataclasses with msgspec constraints (:class:`ConfigFile`);
+config.example.yaml documents it and a test keeps the two equal. ``schema.convert`` checks a
 document against it; what no type can say (the API key's sources, tag rules and templates, the
 API URL's path) is checked after, by :func:`_check`. A ``null`` value means "the default".
 
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 from urllib.parse import urlsplit
 
-import msgspec
 import yaml
 from msgspec import Meta
 
@@ -90,22 +89,19 @@ _Tag = Annotated[
 ]
 
 
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A mapping of settings: immutable, unknown keys refused, absent keys take the defaults."""
-
-
-class ApiConfig(_Section, frozen=True):
+@dataclass(frozen=True)
+class ApiConfig:
     """How to reach the SMS Partner API, and how politely."""
 
     url: Annotated[str, _says(expected="a URL")] = DEFAULT_API_URL
     # The key in use, whichever source won (see _api_key): never shown, not even its type.
-    key: Annotated[str, _says(secret=True)] = ""
+    key: Annotated[str, _says(secret=True)] = field(default="", repr=False)
     # Read into `key` when the file is loaded (so None in a loaded configuration).
     key_file: (
         Annotated[str, Meta(pattern=r"\S", extra=say(expected="a file path", invalid="empty path"))]
         | None
     ) = None
-    timeout: PositiveSeconds = PositiveSeconds(10.0)
+    timeout: PositiveSeconds = 10.0
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
     # le: the largest float, so that infinity (which msgspec accepts as a float) is refused.
     max_requests_per_second: Annotated[
@@ -122,23 +118,21 @@ class ApiConfig(_Section, frozen=True):
     max_pages: Annotated[int, Meta(ge=1)] = 1000
     retries: Annotated[int, Meta(ge=0, le=10)] = 2
     # Bytes of one answer, after decompression (see README, "Failure behaviour").
-    max_response_bytes: ByteSize = ByteSize(8 * 1024 * 1024)
-
-    def __repr__(self) -> str:
-        shown = (f"{name}={getattr(self, name)!r}" for name in self.__struct_fields__)
-        return f"ApiConfig({', '.join(s for s in shown if not s.startswith('key='))})"
+    max_response_bytes: ByteSize = 8 * 1024 * 1024
 
 
-class CollectionConfig(_Section, frozen=True):
+@dataclass(frozen=True)
+class CollectionConfig:
     """When the tags are collected: on each scrape, or in the background."""
 
     mode: Literal["scrape", "background"] = "scrape"
-    interval: PositiveSeconds = PositiveSeconds(60.0)
-    min_interval: Seconds = Seconds(0.0)
+    interval: PositiveSeconds = 60.0
+    min_interval: Seconds = 0.0
     keep_last_values: bool = False
 
 
-class ProbeConfig(_Section, frozen=True):
+@dataclass(frozen=True)
+class ProbeConfig:
     """Which tags ``/probe?tag=...`` may collect: those listed, and those matching the pattern
     (the whole tag). Nothing else: a probe costs API calls."""
 
@@ -155,13 +149,15 @@ class ProbeConfig(_Section, frozen=True):
         return bool(self.allowed_tags) or self.allowed_pattern is not None
 
 
-class AccountConfig(_Section, frozen=True):
+@dataclass(frozen=True)
+class AccountConfig:
     """Whether the account's credit is read (``GET /v1/me``, once per round)."""
 
     enabled: bool = False
 
 
-class TemplateEntry(_Section, frozen=True):
+@dataclass(frozen=True)
+class TemplateEntry:
     """A rolling tag in the tags list (checked further by tags.parse_template)."""
 
     template: Annotated[str, _says(missing="a tag with a {date:FORMAT} placeholder")]
@@ -173,13 +169,14 @@ class TemplateEntry(_Section, frozen=True):
     )
 
 
-class ConfigFile(_Section, frozen=True):
+@dataclass(frozen=True)
+class ConfigFile:
     """The whole file. ``tags`` is checked further by _tags (required unless probe is set)."""
 
     expected: ClassVar[str] = "a mapping with the keys api, collection, tags"
 
-    api: ApiConfig = ApiConfig()
-    collection: CollectionConfig = CollectionConfig()
+    api: ApiConfig = field(default_factory=ApiConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
     tags: (
         Annotated[
             tuple[_Tag | TemplateEntry, ...],
@@ -187,8 +184,8 @@ class ConfigFile(_Section, frozen=True):
         ]
         | None
     ) = None
-    probe: ProbeConfig = ProbeConfig()
-    account: AccountConfig = AccountConfig()
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    account: AccountConfig = field(default_factory=AccountConfig)
 
 
 @dataclass(frozen=True)
@@ -457,7 +454,7 @@ def _check(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
     key, key_source = _api_key(file.api, env, base_dir, fail)
     return Config(
         tags=tags,
-        api=msgspec.structs.replace(file.api, url=url, key=key, key_file=None),
+        api=replace(file.api, url=url, key=key, key_file=None),
         collection=file.collection,
         tag_templates=templates,
         probe=file.probe,

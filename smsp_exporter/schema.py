@@ -1,20 +1,23 @@
 """Declared file shapes, and the one translator of their errors into one-line messages.
 
-The configuration files (``config.yaml``, the web configuration) are declared as msgspec
-Structs: frozen, unknown keys refused, ranges as ``Meta(ge=, le=)``, enums as ``Literal``.
+A configuration file (``config.yaml``, the web configuration) is declared as frozen dataclasses
+(or msgspec Structs where keys are not identifiers): the fields and their defaults, ranges as
+``Annotated[int, Meta(ge=, le=)]``, enums as ``Literal``. Every declared mapping is closed:
+:func:`convert` refuses unknown keys (with a did-you-mean) before msgspec checks the values.
 msgspec stops at the first mismatch and reports a JSON path without the value
-(``Expected `int` <= 64 - at `$.api.concurrency```). :func:`convert` turns that into a
+(``Expected `int` <= 64 - at `$.api.concurrency```); :func:`convert` turns that into a
 :class:`SchemaError` with our own key and wording (``api.concurrency``, ``must be between 1 and
 64, got 65``): the wording comes from the declaration, the value is read back from the document,
 shown quoted and shortened, and never for a field declared secret.
 
 Where the generic wording does not fit, a field says so with its declaration:
-``Meta(extra=say(expected="a URL"))``. A Struct may also carry ``expected`` (what the whole
+``Meta(extra=say(expected="a URL"))``. A record may also carry ``expected`` (what the whole
 mapping is) and ``refused`` (keys that exist elsewhere, refused with a reason) as ClassVars.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
 import functools
@@ -27,7 +30,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-__all__ = ["SchemaError", "convert", "describe", "kind", "say"]
+__all__ = ["SchemaError", "convert", "describe", "drop_nulls", "kind", "say"]
 
 T = TypeVar("T")
 Parsers = Mapping[Any, Callable[[object], object]]
@@ -69,10 +72,37 @@ def convert(data: object, cls: type[T], parsers: Parsers | None = None) -> T:
             raise NotImplementedError(f"no parser for {tp!r}")
         return parse(value)
 
+    unknown = _unknown_key(_Node(cls, data, "", dec_hook))
+    if unknown is not None:
+        raise unknown
     try:
         return msgspec.convert(data, cls, strict=True, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
         raise _translate(str(exc), data, cls, dec_hook) from None
+
+
+def _unknown_key(node: _Node) -> SchemaError | None:
+    """The first key the declaration does not have, anywhere in the document (msgspec ignores
+    unknown keys of a dataclass: every declared mapping here is closed)."""
+    value, record = node.value, node.record()
+    if record is not None and isinstance(value, Mapping):
+        known = _fields(record)
+        for name in value:
+            if name not in known:
+                return node.unknown(name)
+        children = [node.child(name) for name in value]
+    elif typing.get_origin(node.base) in (list, tuple, set, frozenset):
+        children = (
+            [node.child(i) for i in range(len(value))] if isinstance(value, list | tuple) else []
+        )
+    elif typing.get_origin(node.base) is dict and isinstance(value, Mapping):
+        hint = typing.get_args(node.base)[1]
+        children = [
+            _Node(hint, item, _join(node.key, k), node.dec_hook) for k, item in value.items()
+        ]
+    else:
+        return None
+    return next((err for err in map(_unknown_key, children) if err is not None), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,15 +143,16 @@ class _Node:
     def __init__(self, hint: Any, value: object, key: str, dec_hook: Callable[..., Any]) -> None:
         self.hint, self.value, self.key, self.dec_hook = hint, value, key, dec_hook
         self.base, self.meta, self.words = _unwrap(hint)
-        if _is_union(self.base):  # str | Struct: the string's constraints are the ones
+        if _is_union(self.base):  # str | record: the string's constraints are the ones
             for option in typing.get_args(self.base):
                 base, meta, words = _unwrap(option)
                 if base is str:
                     self.meta, self.words = {**meta, **self.meta}, {**words, **self.words}
 
-    def struct(self) -> type[msgspec.Struct] | None:
+    def record(self) -> type | None:
+        """The declared mapping type here (a dataclass or a Struct), if any."""
         options = typing.get_args(self.base) if _is_union(self.base) else (self.base,)
-        found = [t for t in options if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+        found = [t for t in options if _is_record(t)]
         return found[0] if found else None
 
     def child(self, segment: str | int) -> _Node:
@@ -137,11 +168,9 @@ class _Node:
                 if not self._fits(item, value_hint):
                     return _Node(value_hint, item, _join(self.key, name), self.dec_hook)
             return _Node(value_hint, _MISSING, self.key, self.dec_hook)
-        struct = self.struct()
-        assert struct is not None, segment
-        names = dict(zip(struct.__struct_encode_fields__, struct.__struct_fields__, strict=True))
+        record = self.record()
         item = value.get(segment, _MISSING) if isinstance(value, Mapping) else _MISSING
-        hint = _hints(struct).get(names.get(segment, ""), Any)
+        hint = _fields(record).get(segment, Any) if record is not None else Any
         return _Node(hint, item, _join(self.key, segment), self.dec_hook)
 
     def _fits(self, value: object, hint: Any) -> bool:
@@ -152,10 +181,10 @@ class _Node:
         return True
 
     def unknown(self, name: object) -> SchemaError:
-        struct = self.struct()
-        known = list(struct.__struct_encode_fields__) if struct else []
+        record = self.record()
+        known = list(_fields(record)) if record is not None else []
         key = _join(self.key, name)
-        refused: Mapping[str, str] = getattr(struct, "refused", {})
+        refused: Mapping[str, str] = getattr(record, "refused", {})
         if name in refused:
             return SchemaError(key, refused[str(name)])
         close = difflib.get_close_matches(str(name), known, n=1)
@@ -166,7 +195,7 @@ class _Node:
     def bad_key(self) -> SchemaError:
         """A key msgspec refused: a non-string key of a section, or a mapping's invalid key."""
         keys = list(self.value) if isinstance(self.value, Mapping) else []
-        if self.struct() is not None:
+        if self.record() is not None:
             return self.unknown(next((k for k in keys if not isinstance(k, str)), "?"))
         key_hint = typing.get_args(self.base)[0]
         bad = next((k for k in keys if not self._fits(k, key_hint)), _MISSING)
@@ -178,8 +207,7 @@ class _Node:
         if typing.get_origin(self.base) is typing.Literal:
             return f"must be one of {', '.join(map(str, typing.get_args(self.base)))}, got {got}"
         if message.startswith("Expected `") and "`, got `" in message:
-            struct = self.struct()
-            if struct is not None and self.key and not _is_union(self.base):
+            if self.record() is not None and self.key and not _is_union(self.base):
                 got = kind(value)  # a section given a value: that value may be a misplaced key
             hint = "" if words.get("secret") else self.hint_for(value)
             return f"expected {self.expected()}, got {got}{hint}"
@@ -203,9 +231,9 @@ class _Node:
     def expected(self) -> str:
         if self.words.get("expected"):
             return str(self.words["expected"])
-        struct = self.struct()
-        if struct is not None and not _is_union(self.base):
-            return str(getattr(struct, "expected", "a mapping of settings"))
+        record = self.record()
+        if record is not None and not _is_union(self.base):
+            return str(getattr(record, "expected", "a mapping of settings"))
         if self.wants_text():
             return "a string"
         origin = typing.get_origin(self.base) or self.base
@@ -230,9 +258,19 @@ class _Node:
         return ""
 
 
+def _is_record(hint: Any) -> bool:
+    is_struct = isinstance(hint, type) and issubclass(hint, msgspec.Struct)
+    return is_struct or (isinstance(hint, type) and dataclasses.is_dataclass(hint))
+
+
 @functools.cache
-def _hints(struct: type) -> dict[str, Any]:
-    return typing.get_type_hints(struct, include_extras=True)
+def _fields(record: type) -> dict[str, Any]:
+    """A record's keys, as written in the file, and their declared types."""
+    hints = typing.get_type_hints(record, include_extras=True)
+    if issubclass(record, msgspec.Struct):
+        names = zip(record.__struct_encode_fields__, record.__struct_fields__, strict=True)
+        return {key: hints[name] for key, name in names}
+    return {f.name: hints[f.name] for f in dataclasses.fields(record)}  # type: ignore[arg-type]
 
 
 def _unwrap(hint: Any) -> tuple[Any, dict[str, object], dict[str, object]]:

@@ -196,11 +196,11 @@ def test_the_example_documents_exactly_the_declared_keys_and_defaults():
     document = yaml.safe_load(text)
     sections = _example_sections(text)
     shape = msgspec.inspect.type_info(ConfigFile)
-    assert isinstance(shape, msgspec.inspect.StructType)
+    assert isinstance(shape, msgspec.inspect.DataclassType)
     assert set(sections) == {f.encode_name for f in shape.fields}
     checked = 0
     for field in shape.fields:
-        if not isinstance(field.type, msgspec.inspect.StructType):
+        if not isinstance(field.type, msgspec.inspect.DataclassType):
             continue
         cls = field.type.cls
         documented = _documented_settings(sections[field.encode_name])
@@ -209,6 +209,8 @@ def test_the_example_documents_exactly_the_declared_keys_and_defaults():
         for name, comment in documented.items():
             where = f"{field.encode_name}.{name}"
             default = declared[name].default
+            if default is msgspec.NODEFAULT:
+                default = declared[name].default_factory()
             value = (document[field.encode_name] or {}).get(name)
             if value is not None:  # an active setting shows the default
                 loaded = convert({name: value}, cls, _PARSERS)
@@ -233,7 +235,7 @@ def test_the_example_documents_exactly_the_declared_keys_and_defaults():
                 assert kind.ge == int(at_least[1]), where
     assert checked >= 15
     entries = [entry for entry in document["tags"] if isinstance(entry, dict)]
-    assert {key for entry in entries for key in entry} == set(TemplateEntry.__struct_fields__)
+    assert {key for entry in entries for key in entry} == set(TemplateEntry.__dataclass_fields__)
     assert "your-api-key" in text
 
 
