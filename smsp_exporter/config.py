@@ -13,22 +13,30 @@ file, or ``(yaml)`` for a YAML syntax error. No message ever contains the API ke
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
+from typing import Annotated, Any, ClassVar, Literal, NoReturn
 from urllib.parse import urlsplit
 
-import yaml
 from msgspec import Meta
 
-from .schema import SchemaError, convert, drop_nulls, say
+from .schema import (
+    ByteSize,
+    PositiveSeconds,
+    SchemaError,
+    Seconds,
+    convert,
+    drop_nulls,
+    say,
+)
 from .schema import describe as _describe
+from .schema import parse_duration as parse_duration  # part of this module's interface
 from .tags import DEFAULT_DAYS, DEFAULT_TIMEZONE, MAX_DAYS, TagTemplate, parse_template
+from .yamlfile import YamlFileError, os_reason, read_yaml
 
 DEFAULT_API_URL = "https://api.smspartner.fr/v1"
 # The official host serves the API under this path only: any other path there is a mistake.
@@ -60,24 +68,6 @@ YAML_SYNTAX = "(yaml)"
 
 # --------------------------------------------------------------------------------------------
 # The declared shape of config.yaml (config.example.yaml documents it; a test keeps them equal)
-
-
-if TYPE_CHECKING:  # to the rest of the code, plain numbers
-    from typing import TypeAlias
-
-    Seconds: TypeAlias = float
-    PositiveSeconds: TypeAlias = float
-    ByteSize: TypeAlias = int
-else:  # to msgspec, types whose values come from their parser (_PARSERS)
-
-    class Seconds(float):
-        """A duration: seconds or a Prometheus duration (see :func:`parse_duration`)."""
-
-    class PositiveSeconds(Seconds):
-        """A duration greater than 0."""
-
-    class ByteSize(int):
-        """Bytes: an integer, or a string with a binary unit (512KiB, 8MiB, 1GiB)."""
 
 
 def _says(**words: Any) -> Meta:
@@ -228,129 +218,19 @@ class ConfigError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Durations
-
-_UNIT_SECONDS = {
-    "y": 365 * 86400.0,
-    "w": 7 * 86400.0,
-    "d": 86400.0,
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 0.001,
-}
-_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-_PLAIN_SECONDS = re.compile(_NUMBER)
-# Prometheus order: each unit at most once, largest first. Decimals are accepted too ("0.5s").
-_DURATION = re.compile(
-    "".join(rf"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in ("y", "w", "d", "h", "m", "s", "ms"))
-)
-_DURATION_HELP = "use seconds (10) or a Prometheus duration (500ms, 30s, 5m, 1h)"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds, from a number of seconds or a Prometheus duration string.
-
-    Accepted: ``10``, ``2.5``, ``"10"``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``,
-    ``"1w"``, ``"1y"`` (365 days), ``"0.5s"``. Negative, NaN, infinite or unreadable values raise
-    ``ValueError`` with a message starting ``invalid duration``.
-    """
-    if isinstance(value, bool):
-        spelled = "true" if value else "false"
-        raise ValueError(f"invalid duration {spelled} (a boolean): {_DURATION_HELP}")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError(f"invalid duration {_describe(value)}: too large") from None
-        return _check_seconds(value, seconds)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {_describe(value)}: {_DURATION_HELP}")
-    text = value.strip()
-    if text.startswith("-") and (_PLAIN_SECONDS.fullmatch(text[1:]) or _is_duration(text[1:])):
-        raise ValueError(f"invalid duration {_describe(value)}: must not be negative")
-    if _PLAIN_SECONDS.fullmatch(text):
-        return _check_seconds(value, float(text))
-    match = _DURATION.fullmatch(text)
-    if not text or match is None or not any(match.groupdict().values()):
-        raise ValueError(f"invalid duration {_describe(value)}: {_DURATION_HELP}")
-    seconds = sum(
-        float(amount) * _UNIT_SECONDS[unit]
-        for unit, amount in match.groupdict().items()
-        if amount is not None
-    )
-    return _check_seconds(value, seconds)
-
-
-def _is_duration(text: str) -> bool:
-    match = _DURATION.fullmatch(text)
-    return bool(text) and match is not None and any(match.groupdict().values())
-
-
-def _check_seconds(value: object, seconds: float) -> float:
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"invalid duration {_describe(value)}: must be a finite number")
-    if seconds < 0:
-        raise ValueError(f"invalid duration {_describe(value)}: must not be negative")
-    return seconds
-
-
-# --------------------------------------------------------------------------------------------
 # Loading
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing a key written twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[object, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.get(key)
-            except TypeError:  # unhashable: the base class reports it
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {_describe(key)} (first at line {first.line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
     """Read and check a YAML configuration file. Raises ``ConfigError`` for anything wrong."""
     source = os.fsdecode(path)
     try:
-        raw = Path(source).read_bytes()
-    except OSError as exc:
-        raise ConfigError(source, TOP_LEVEL, f"cannot read the file: {_os_reason(exc)}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            source, TOP_LEVEL, f"not UTF-8 text (invalid byte at offset {exc.start})"
-        ) from None
+        text, data = read_yaml(source)
+    except YamlFileError as err:
+        key = TOP_LEVEL if err.part == "file" else YAML_SYNTAX
+        raise ConfigError(source, key, err.problem) from None
     if not text.strip():
         raise ConfigError(source, TOP_LEVEL, "the file is empty: it needs at least a tags list")
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError(source, YAML_SYNTAX, _yaml_problem(exc)) from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(
-            source, YAML_SYNTAX, f"line {line}: character {exc.character!r} is not allowed in YAML"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, YAML_SYNTAX, f"invalid YAML ({type(exc).__name__})") from None
-    except RecursionError:
-        raise ConfigError(source, YAML_SYNTAX, "the document is nested too deeply") from None
     if data is None:
         raise ConfigError(
             source, TOP_LEVEL, "the file holds no settings (only comments?): it needs a tags list"
@@ -376,20 +256,6 @@ _AFTER_KEY_WORD = re.compile(
     r"""key[^\w\n]{1,4}([^\s'"{}\[\],#:]{""" + str(_MIN_SCRUB_LENGTH) + ",})",
     re.IGNORECASE,
 )
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    """Where and what, from PyYAML's error, without the quoted excerpt of the file (it could
-    hold the API key)."""
-    problem = exc.problem or exc.context or "invalid YAML"
-    mark = exc.problem_mark or exc.context_mark
-    text = f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark else problem
-    if exc.context and exc.problem:
-        text += f" ({exc.context}"
-        if exc.context_mark is not None:
-            text += f" at line {exc.context_mark.line + 1} column {exc.context_mark.column + 1}"
-        text += ")"
-    return text
 
 
 def config_from_dict(
@@ -445,7 +311,7 @@ def _check(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
         fail(TOP_LEVEL, "the configuration is empty: it needs at least a tags list")
     try:
         # A null setting means its default; a null tags list is "empty", not "missing".
-        file = convert(drop_nulls(data, keep=("tags",)), ConfigFile, _PARSERS)
+        file = convert(drop_nulls(data, keep=("tags",)), ConfigFile)
     except SchemaError as err:
         fail(err.key or TOP_LEVEL, err.problem)
     assert isinstance(data, Mapping)  # convert refused anything else
@@ -606,7 +472,7 @@ def _read_key_file(origin: str, path: Path, fail: _Fail) -> str:
         with path.open("rb") as handle:
             raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        fail(origin, f"cannot read the file it names: {_os_reason(exc)}")
+        fail(origin, f"cannot read the file it names: {os_reason(exc)}")
     if len(raw) > _MAX_KEY_FILE_BYTES:
         fail(origin, "the file it names is too large to hold an API key")
     try:
@@ -640,51 +506,6 @@ def _checked_key(origin: str, key: str, fail: _Fail) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The custom types' parsers (called by msgspec with the raw value; ValueError is the message)
-
-_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
-
-
-def _positive_seconds(value: object) -> PositiveSeconds:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be greater than 0, got {_describe(value)}")
-    return PositiveSeconds(seconds)
-
-
-def _byte_size(value: object) -> ByteSize:
-    wrong = f"expected a size such as 8MiB or 8388608, got {_describe(value)}"
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(wrong)
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match is None:
-            raise ValueError(wrong)
-        value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
-    if not _SIZE_UNITS["KiB"] * 64 <= value <= _SIZE_UNITS["GiB"]:
-        raise ValueError(f"must be between 64KiB and 1GiB, got {_describe(value)}")
-    return ByteSize(value)
-
-
-def _regex(value: object) -> re.Pattern[str]:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a regex, got {_describe(value)}")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-
-
-_PARSERS = {
-    Seconds: lambda value: Seconds(parse_duration(value)),
-    PositiveSeconds: _positive_seconds,
-    ByteSize: _byte_size,
-    re.Pattern: _regex,
-}
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -693,7 +514,3 @@ def _absolute(path: str, base_dir: Path | None) -> Path:
     if not expanded.is_absolute():
         expanded = (base_dir if base_dir is not None else Path.cwd()) / expanded
     return Path(os.path.abspath(expanded))
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__

@@ -26,14 +26,26 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-__all__ = ["SchemaError", "convert", "describe", "drop_nulls", "kind", "say"]
+__all__ = [
+    "PARSERS",
+    "ByteSize",
+    "PositiveSeconds",
+    "SchemaError",
+    "Seconds",
+    "convert",
+    "describe",
+    "drop_nulls",
+    "kind",
+    "parse_duration",
+    "say",
+]
 
 T = TypeVar("T")
-Parsers = Mapping[Any, Callable[[object], object]]
 
 
 class SchemaError(Exception):
@@ -60,14 +72,13 @@ def say(
     return {name: value for name, value in words.items() if value}
 
 
-def convert(data: object, cls: type[T], parsers: Parsers | None = None) -> T:
-    """``data`` (a YAML document) as ``cls``, or :class:`SchemaError`. ``parsers`` build the
-    custom types (durations, sizes, paths): called with the raw value, they return an instance
-    of their type or raise ``ValueError`` with the whole problem (it becomes the message)."""
-    hooks = dict(parsers or {})
+def convert(data: object, cls: type[T]) -> T:
+    """``data`` (a YAML document) as ``cls``, or :class:`SchemaError`. The types msgspec does
+    not know (durations, sizes, regexes, paths) are built by their parser in :data:`PARSERS`:
+    from the raw value, or ``ValueError`` with the whole problem (it becomes the message)."""
 
     def dec_hook(tp: Any, value: object) -> object:
-        parse = hooks.get(typing.get_origin(tp) or tp)
+        parse = PARSERS.get(typing.get_origin(tp) or tp)
         if parse is None:
             raise NotImplementedError(f"no parser for {tp!r}")
         return parse(value)
@@ -305,6 +316,145 @@ def _number(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Value types a declaration may use beyond msgspec's own: durations, sizes, regexes, paths
+
+if TYPE_CHECKING:  # to the rest of the code, plain numbers
+    from typing import TypeAlias
+
+    Seconds: TypeAlias = float
+    PositiveSeconds: TypeAlias = float
+    ByteSize: TypeAlias = int
+else:  # to msgspec, types whose values come from their parser (PARSERS)
+
+    class Seconds(float):
+        """A duration: seconds or a Prometheus duration (see :func:`parse_duration`)."""
+
+    class PositiveSeconds(Seconds):
+        """A duration greater than 0."""
+
+    class ByteSize(int):
+        """Bytes: an integer, or a string with a binary unit (512KiB, 8MiB, 1GiB)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Durations
+
+_UNIT_SECONDS = {
+    "y": 365 * 86400.0,
+    "w": 7 * 86400.0,
+    "d": 86400.0,
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 0.001,
+}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_PLAIN_SECONDS = re.compile(_NUMBER)
+# Prometheus order: each unit at most once, largest first. Decimals are accepted too ("0.5s").
+_DURATION = re.compile(
+    "".join(rf"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in ("y", "w", "d", "h", "m", "s", "ms"))
+)
+_DURATION_HELP = "use seconds (10) or a Prometheus duration (500ms, 30s, 5m, 1h)"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds, from a number of seconds or a Prometheus duration string.
+
+    Accepted: ``10``, ``2.5``, ``"10"``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``,
+    ``"1w"``, ``"1y"`` (365 days), ``"0.5s"``. Negative, NaN, infinite or unreadable values raise
+    ``ValueError`` with a message starting ``invalid duration``.
+    """
+    if isinstance(value, bool):
+        spelled = "true" if value else "false"
+        raise ValueError(f"invalid duration {spelled} (a boolean): {_DURATION_HELP}")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"invalid duration {describe(value)}: too large") from None
+        return _check_seconds(value, seconds)
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration {describe(value)}: {_DURATION_HELP}")
+    text = value.strip()
+    if text.startswith("-") and (_PLAIN_SECONDS.fullmatch(text[1:]) or _is_duration(text[1:])):
+        raise ValueError(f"invalid duration {describe(value)}: must not be negative")
+    if _PLAIN_SECONDS.fullmatch(text):
+        return _check_seconds(value, float(text))
+    match = _DURATION.fullmatch(text)
+    if not text or match is None or not any(match.groupdict().values()):
+        raise ValueError(f"invalid duration {describe(value)}: {_DURATION_HELP}")
+    seconds = sum(
+        float(amount) * _UNIT_SECONDS[unit]
+        for unit, amount in match.groupdict().items()
+        if amount is not None
+    )
+    return _check_seconds(value, seconds)
+
+
+def _is_duration(text: str) -> bool:
+    match = _DURATION.fullmatch(text)
+    return bool(text) and match is not None and any(match.groupdict().values())
+
+
+def _check_seconds(value: object, seconds: float) -> float:
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"invalid duration {describe(value)}: must be a finite number")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {describe(value)}: must not be negative")
+    return seconds
+
+
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
+
+
+def _positive_seconds(value: object) -> PositiveSeconds:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than 0, got {describe(value)}")
+    return PositiveSeconds(seconds)
+
+
+def _byte_size(value: object) -> ByteSize:
+    wrong = f"expected a size such as 8MiB or 8388608, got {describe(value)}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(wrong)
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(wrong)
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+    if not _SIZE_UNITS["KiB"] * 64 <= value <= _SIZE_UNITS["GiB"]:
+        raise ValueError(f"must be between 64KiB and 1GiB, got {describe(value)}")
+    return ByteSize(value)
+
+
+def _regex(value: object) -> re.Pattern[str]:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a regex, got {describe(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+
+
+def _path(value: object) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {describe(value)}")
+    return Path(value)
+
+
+# How convert builds each type msgspec does not know: from the raw value, or ValueError.
+PARSERS: dict[Any, Callable[[object], object]] = {
+    Seconds: lambda value: Seconds(parse_duration(value)),
+    PositiveSeconds: _positive_seconds,
+    ByteSize: _byte_size,
+    re.Pattern: _regex,
+    Path: _path,
+}
 
 
 # --------------------------------------------------------------------------------------------

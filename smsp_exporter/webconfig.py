@@ -41,11 +41,11 @@ from typing import Annotated, ClassVar, Literal, NoReturn
 
 import bcrypt
 import msgspec
-import yaml
 from msgspec import Meta
 
 from .config import ConfigError
-from .schema import SchemaError, convert, describe, say
+from .schema import SchemaError, convert, say
+from .yamlfile import YamlFileError, os_reason, read_yaml
 
 __all__ = [
     "AuthResult",
@@ -180,23 +180,11 @@ class WebConfig:
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web configuration file (and the TLS files it names)."""
     source = str(path)
-    path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise WebConfigError(source, "<file>", f"cannot read the file: {_reason(exc)}") from None
-    if len(raw) > _MAX_FILE_BYTES:
-        raise WebConfigError(source, "<file>", "the file is too large")
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise WebConfigError(source, "<yaml>", f"invalid YAML{where}") from None
-    except RecursionError:
-        raise WebConfigError(source, "<yaml>", "the document is nested too deeply") from None
-    config = _check(data, source, path.parent)
+        _, data = read_yaml(source, _MAX_FILE_BYTES)
+    except YamlFileError as err:
+        raise WebConfigError(source, f"<{err.part}>", err.problem) from None
+    config = _check(data, source, Path(source).parent)
     if config.tls is not None:
         ssl_context(config)  # the certificate, key and CA must load now, not at first request
     return config
@@ -211,7 +199,7 @@ def _check(data: object, source: str, base: Path) -> WebConfig:
     if isinstance(data, Mapping) and data.get("tls_server_config") == {}:
         data = {**data, "tls_server_config": None}  # as in the toolkit: no TLS
     try:
-        file = convert({} if data is None else data, _WebConfigFile, {Path: _path})
+        file = convert({} if data is None else data, _WebConfigFile)
     except SchemaError as err:
         fail(err.key or "<top level>", err.problem)
     tls = file.tls_server_config
@@ -249,16 +237,6 @@ def _check(data: object, source: str, base: Path) -> WebConfig:
     )
 
 
-def _path(value: object) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a file path, got {describe(value)}")
-    return Path(value)
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
 def ssl_context(config: WebConfig) -> ssl.SSLContext:
     """A server-side SSL context for ``config.tls`` (which must be set)."""
     tls = config.tls
@@ -273,7 +251,7 @@ def ssl_context(config: WebConfig) -> ssl.SSLContext:
             path.open("rb").close()
         except OSError as exc:
             raise WebConfigError(
-                config.source, f"{prefix}.{name}", f"cannot read {path}: {_reason(exc)}"
+                config.source, f"{prefix}.{name}", f"cannot read {path}: {os_reason(exc)}"
             ) from None
     asked = []
 

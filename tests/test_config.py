@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from smsp_exporter.config import (
-    _PARSERS,
     DEFAULT_API_URL,
     ApiConfig,
     CollectionConfig,
@@ -213,12 +212,12 @@ def test_the_example_documents_exactly_the_declared_keys_and_defaults():
                 default = declared[name].default_factory()
             value = (document[field.encode_name] or {}).get(name)
             if value is not None:  # an active setting shows the default
-                loaded = convert({name: value}, cls, _PARSERS)
+                loaded = convert({name: value}, cls)
                 assert getattr(loaded, name) == default, where
                 checked += 1
             stated = re.search(r"Default: (\S+?)\.?$", comment, re.M)
             if stated and stated[1] != "none":
-                loaded = convert(yaml.safe_load(f"{name}: {stated[1]}"), cls, _PARSERS)
+                loaded = convert(yaml.safe_load(f"{name}: {stated[1]}"), cls)
                 assert getattr(loaded, name) == default, where
                 checked += 1
             elif stated:
