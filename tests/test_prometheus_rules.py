@@ -29,8 +29,11 @@ PER_EXPORTER_ALERTS = {
     "SmsExporterAbsent",
     "SmsAccountCreditRunningOut",
     "SmsAccountCreditLow",
+    "SmsAccountCreditExhausted",
     "SmsAccountCreditUnreadable",
 }
+# Per tag, but on /probe targets, whose `instance` is the tag (they have no `tag` label).
+PER_PROBE_TARGET_ALERTS = {"SmsProbeTargetDown"}
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,19 +71,72 @@ def test_promtool_rule_unit_tests_pass():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rule_unit_tests_catch_a_changed_threshold(tmp_path):
-    """The unit tests can fail: the warning threshold moved from 10% to 20% breaks them."""
+def promtool_test_with(tmp_path, path, old: str, new: str, tests: str = "*.test.yml") -> str:
+    """Run the unit tests (those matching `tests`) against a copy of the rules where `old`
+    (found exactly once in the rule file `path`) is replaced by `new`; promtool's output,
+    which must be a failure."""
     shutil.copytree(PROMETHEUS_DIR / "rules", tmp_path / "rules")
     shutil.copytree(PROMETHEUS_DIR / "tests", tmp_path / "tests")
-    alerts = tmp_path / "rules" / ALERT_RULES.name
-    text = alerts.read_text()
-    assert text.count("tag:sms_not_delivered:ratio > 0.10") == 1
-    alerts.write_text(
-        text.replace("tag:sms_not_delivered:ratio > 0.10", "tag:sms_not_delivered:ratio > 0.20")
+    copy = tmp_path / "rules" / path.name
+    text = copy.read_text()
+    assert text.count(old) == 1, old
+    copy.write_text(text.replace(old, new))
+    result = run(binary("promtool"), "test", "rules", *map(str, (tmp_path / "tests").glob(tests)))
+    assert result.returncode != 0, "the unit tests pass without what they should test"
+    return result.stdout + result.stderr
+
+
+def test_rule_unit_tests_catch_a_changed_threshold(tmp_path):
+    """The unit tests can fail: the warning threshold moved from 10% to 20% breaks them."""
+    out = promtool_test_with(
+        tmp_path,
+        ALERT_RULES,
+        "tag:sms_not_delivered:ratio1h > 0.10",
+        "tag:sms_not_delivered:ratio1h > 0.20",
+        "smsp-exporter.test.yml",
     )
-    result = run(binary("promtool"), "test", "rules", *map(str, (tmp_path / "tests").glob("*.yml")))
-    assert result.returncode != 0
-    assert "SmsNotDeliveredShareHigh" in result.stdout + result.stderr
+    assert "SmsNotDeliveredShareHigh" in out
+
+
+# Each guard of the recent recording rules is there for a jump case of smsp-recent.test.yml and
+# smsp-exporter.test.yml: without it, they fail.
+@pytest.mark.parametrize(
+    ("old", "new", "symptom", "tests"),
+    [
+        # A count that dips and climbs back (an API answering a partial list): no false alert.
+        (
+            'sum without (status) (resets(sms_status_total{status!="Waiting"}[30m])) > 0\n'
+            "              or ",
+            "",
+            'tag="dip"',
+            "smsp-recent.test.yml",
+        ),
+        # A read cut short for longer than that: no false alert.
+        (
+            "              or min_over_time(sms_collection_complete[15m]) == 0\n",
+            "",
+            'tag="cut"',
+            "smsp-recent.test.yml",
+        ),
+        # A tag Prometheus has seen for less than 3 hours: its stuck share would be too high.
+        (
+            "present_over_time(tag:sms_messages_final:sum[15m] offset 2h45m)",
+            "tag:sms_messages_final:sum",
+            'tag="fresh"',
+            "smsp-exporter.test.yml",
+        ),
+    ],
+    ids=["dip", "cut-short", "stuck-history"],
+)
+def test_recent_rule_guards_are_tested(tmp_path, old, new, symptom, tests):
+    assert symptom in promtool_test_with(tmp_path, RECORDING_RULES, old, new, tests)
+
+
+def test_rule_unit_tests_cover_failed_collections():
+    """Issue: one failed collection (the tag's series go stale) must not resolve an alert.
+    The unit tests of the delivery and stuck alerts feed `stale` samples."""
+    for name in ("smsp-recent.test.yml", "smsp-exporter.test.yml"):
+        assert " stale " in (PROMETHEUS_DIR / "tests" / name).read_text()
 
 
 def test_every_alert_is_unit_tested_firing_and_silent():
@@ -100,7 +156,9 @@ def test_alert_labels_and_annotations(rule):
     annotations = rule["annotations"]
     assert set(annotations) >= {"summary", "description", "runbook_url"}
     assert "$value" in annotations["description"]
-    if rule["alert"] not in PER_EXPORTER_ALERTS:
+    if rule["alert"] in PER_PROBE_TARGET_ALERTS:
+        assert "$labels.instance" in annotations["summary"]
+    elif rule["alert"] not in PER_EXPORTER_ALERTS:
         assert "$labels.tag" in annotations["summary"]
         assert "$labels.tag" in annotations["description"]
     anchor = rule["alert"].lower()
