@@ -25,7 +25,7 @@ def test_committed_json_is_what_the_generator_builds():
 def test_check_mode_fails_on_drift(tmp_path):
     generator = dashboard_generator()
     stale = tmp_path / "smsp-exporter.json"
-    stale.write_text(generator.render().replace("Delivered share", "Delivred share"))
+    stale.write_text(generator.render().replace("Delivered, last hour", "Delivred, last hour"))
     generator.PATH = stale
     assert generator.main(["--check"]) == 1
     stale.write_text(generator.render())
@@ -93,8 +93,35 @@ def test_panels_cover_what_operators_ask_for():
         "sms_last_status_timestamp_seconds",
         "sms_account_credits",
         "sms_account_balance",
+        "tag:sms_not_delivered:ratio15m",
+        "tag:sms_not_delivered:ratio1h",
+        "tag:sms_delivered:ratio1h",
+        "tag:sms_messages_final:delta15m",
+        "sms_waiting_age_seconds_bucket",
+        "tag:sms_waiting_30m_3h:ratio",
+        "account:sms_account_credits_spent:rate6h",
     ):
         assert needed in exprs
+
+
+def test_recent_shares_come_first():
+    """During an incident the operator looks at what happens now: the first panel of the
+    Delivery row is a recent share, the lifetime share beside it."""
+    board = load_dashboard()
+    titles = [p["title"] for p in board["panels"]]
+    first = board["panels"][titles.index("Delivery") + 1]
+    assert "ratio1h" in first["targets"][0]["expr"] or "ratio15m" in first["targets"][0]["expr"]
+
+
+def test_per_tag_queries_do_not_add_up_targets():
+    """A tag scraped by two targets (its exporter's /metrics and a /probe job) is counted once:
+    no per-tag panel sums over targets (live: tests/test_dashboard_live.py). Counters of
+    collection errors and requests do add up: each target collects on its own."""
+    for panel in panels(load_dashboard()):
+        for target in panel.get("targets", []):
+            if "increase(" in target["expr"] or "rate(" in target["expr"]:
+                continue
+            assert not re.search(r"sum by \((tag|tag, \w+)\)", target["expr"]), panel["title"]
 
 
 def test_provisioning_points_at_the_dashboards_folder():
