@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -16,6 +18,7 @@ from .monitoring import (
     PROMETHEUS_DIR,
     PROMETHEUS_YML,
     RECORDING_RULES,
+    ROOT,
     RULE_FILES,
     RULE_TESTS,
     RUNBOOK,
@@ -162,7 +165,10 @@ def test_alert_labels_and_annotations(rule):
         assert "$labels.tag" in annotations["summary"]
         assert "$labels.tag" in annotations["description"]
     anchor = rule["alert"].lower()
-    assert annotations["runbook_url"] == f"docs/runbook.md#{anchor}"
+    # Absolute, so that Prometheus and Alertmanager show a link (issue: a relative path is not).
+    base, _, found = annotations["runbook_url"].partition("#")
+    assert found == anchor
+    assert urlsplit(base).scheme == "https" and urlsplit(base).netloc
     headings = re.findall(r"^## (\S+)$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE)
     assert rule["alert"] in headings, f"docs/runbook.md has no section '## {rule['alert']}'"
 
@@ -194,3 +200,36 @@ def test_alertmanager_routes_by_severity(labels, receiver):
 def test_alertmanager_groups_by_tag():
     route = yaml.safe_load(ALERTMANAGER_YML.read_text())["route"]
     assert "tag" in route["group_by"]
+
+
+def test_runbook_url_base_is_set_everywhere_by_one_command(tmp_path):
+    """generate.py --runbook-url rewrites every alert's link in the rule files, their unit
+    tests and the PrometheusRule; the unit tests still pass; --check notices a mixed base."""
+    shutil.copytree(ROOT / "deploy" / "kubernetes", tmp_path / "kubernetes")
+    shutil.copytree(PROMETHEUS_DIR, tmp_path / "prometheus")
+    generator = str(tmp_path / "kubernetes" / "generate.py")
+    base = "https://wiki.example.org/ops/smsp-exporter/runbook"
+    result = run(sys.executable, generator, "--runbook-url", base)
+    assert result.returncode == 0, result.stderr
+    rules = tmp_path / "prometheus" / "rules"
+    urls = [
+        rule["annotations"]["runbook_url"]
+        for path in rules.glob("*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert urls and all(url == f"{base}#" + url.partition("#")[2] for url in urls)
+    generated = (tmp_path / "kubernetes" / "prometheusrule.yaml").read_text()
+    assert generated.count(f"{base}#") == len(urls)
+    assert "# Alerting rules of smsp-exporter" in (rules / ALERT_RULES.name).read_text()
+    tests = sorted((tmp_path / "prometheus" / "tests").glob("*.test.yml"))
+    assert all(base in path.read_text() for path in tests)
+    result = run(binary("promtool"), "test", "rules", *map(str, tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run(sys.executable, generator, "--check").returncode == 0
+    # One alert pointing elsewhere, or a relative base: refused.
+    alerts = rules / ALERT_RULES.name
+    alerts.write_text(alerts.read_text().replace(f"{base}#smsexporterdown", "x#smsexporterdown"))
+    assert run(sys.executable, generator, "--check").returncode != 0
+    assert run(sys.executable, generator, "--runbook-url", "docs/runbook.md").returncode != 0
