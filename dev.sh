@@ -44,6 +44,19 @@ system_packages() {
     apt_install "${missing[@]}"
 }
 
+homeassistant_venv() {
+    # tests/test_homeassistant.py runs a real Home Assistant core: in its own virtual
+    # environment (its pins clash with ours), (re)installed when its pin file changes.
+    local venv=${SMSP_HA_VENV:-.venv-ha} pins=tests/homeassistant-requirements.txt want
+    want=$(sha256sum "$pins" | cut -d' ' -f1)
+    [ "$(cat "$venv/.installed" 2>/dev/null)" = "$want" ] && return 0
+    echo "==> installing Home Assistant into $venv (takes a few minutes, once)" >&2
+    rm -rf "$venv"
+    "$PY" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$pins"
+    echo "$want" >"$venv/.installed"
+}
+
 apt_install() {
     echo "==> installing Debian packages: $*" >&2
     local sudo=()
@@ -68,6 +81,7 @@ case "${1:-}" in
         shift
         venv
         system_packages
+        homeassistant_venv
         lint
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

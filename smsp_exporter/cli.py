@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smsp-exporter",
         description="Prometheus exporter for the SMS Partner gateway: per-tag delivery status "
-        "counts on /metrics. 'smsp-exporter simulate --help' runs the API simulator alone.",
+        "counts on /metrics. 'smsp-exporter simulate --help' runs the API simulator alone; "
+        "'smsp-exporter homeassistant-package --help' prints a Home Assistant package.",
     )
     parser.add_argument(
         "--config.file",
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .simulator import main as simulate
 
         return simulate(argv[1:])
+    if argv[:1] == ["homeassistant-package"]:
+        from .homeassistant import main as homeassistant_package
+
+        return homeassistant_package(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
 
