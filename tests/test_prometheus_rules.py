@@ -233,3 +233,42 @@ def test_runbook_url_base_is_set_everywhere_by_one_command(tmp_path):
     alerts.write_text(alerts.read_text().replace(f"{base}#smsexporterdown", "x#smsexporterdown"))
     assert run(sys.executable, generator, "--check").returncode != 0
     assert run(sys.executable, generator, "--runbook-url", "docs/runbook.md").returncode != 0
+
+
+def readme_promql() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```promql\n(.*?)```", text, re.DOTALL)
+
+
+@pytest.mark.parametrize("expr", readme_promql(), ids=lambda e: e.split("\n")[0][:40])
+def test_readme_queries_give_no_nan(tmp_path, expr):
+    """The README's queries, run by promtool on a tag with reports and a tag with none yet:
+    they answer something, and no NaN (issue: 0/0 for the tag with no report)."""
+    expr = " ".join(expr.split())
+    status = 'sms_status_total{{job="smsp-exporter",instance="exp:9847",tag="{}",status="{}"}}'
+    series = [
+        (status.format("a", "Delivered"), "0+9x30"),
+        (status.format("a", "Not delivered"), "0+1x30"),
+        (status.format("a", "Waiting"), "5x30"),
+        (status.format("new", "Delivered"), "0x30"),
+        (status.format("new", "Not delivered"), "0x30"),
+        (status.format("new", "Waiting"), "20x30"),
+    ]
+    test = {
+        "rule_files": [str(path) for path in RULE_FILES],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {"expr": f"count(({expr}) != ({expr}))", "eval_time": "20m", "exp_samples": []},
+                    {"expr": f"absent({expr})", "eval_time": "20m", "exp_samples": []},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "readme.test.yml"
+    path.write_text(yaml.safe_dump(test))
+    result = run(binary("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
