@@ -169,8 +169,14 @@ def test_alert_labels_and_annotations(rule):
     base, _, found = annotations["runbook_url"].partition("#")
     assert found == anchor
     assert urlsplit(base).scheme == "https" and urlsplit(base).netloc
-    headings = re.findall(r"^## (\S+)$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE)
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    headings = re.findall(r"^## (\S+)$", runbook, re.MULTILINE)
     assert rule["alert"] in headings, f"docs/runbook.md has no section '## {rule['alert']}'"
+    # The section says how the alert behaves across a failed collection, a reload and a probe
+    # target going down (issue 16).
+    section = runbook.split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+    across = " ".join(section[section.index("*Across a failed") :].split())
+    assert "reload" in across and "probe target going down" in across, rule["alert"]
 
 
 def test_amtool_check_config():
