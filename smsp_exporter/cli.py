@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -186,9 +187,13 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
 
 def _start_demo():
-    from .simulator import DEMO_TAGS, Simulator
+    from .simulator import DEMO_DIALECTS, DEMO_TAGS, Simulator
 
-    simulator = Simulator(tags=DEMO_TAGS, latency=0.02, seed=42).start()
+    # Simulated t=0 is now: the campaigns' dates (and the age of their Waiting messages) follow
+    # the real clock, as a real account's would.
+    simulator = Simulator(
+        tags=DEMO_TAGS, latency=0.02, seed=42, dialects=DEMO_DIALECTS, start_time=time.time()
+    ).start()
     config: Config = config_from_dict(
         {
             "api": {

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .account import account_families
+from .parse import UNREADABLE_FIELDS
 from .snapshot import Snapshot, Source
 
 # Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
@@ -107,12 +108,14 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
     oldest_waiting = GaugeMetricFamily(
         "sms_oldest_waiting_timestamp_seconds",
         "Oldest 'date' (Unix time) among the tag's messages still Waiting for a delivery report; "
-        "absent when none waits" + note,
+        "absent when none waits; messages without a readable date are left out "
+        "(sms_unreadable_fields)" + note,
         labels=["tag"],
     )
     newest = GaugeMetricFamily(
         "sms_last_status_timestamp_seconds",
-        "Newest 'date' (Unix time) among the tag's messages: its latest send or report" + note,
+        "Newest 'date' (Unix time) among the tag's messages: its latest send or report; "
+        "messages without a readable date are left out (sms_unreadable_fields)" + note,
         labels=["tag"],
     )
     waiting_age = GaugeHistogramMetricFamily(
@@ -121,6 +124,14 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
         "sent (bucket le: sent at most le seconds ago; +Inf also counts those of unknown "
         "date)" + note,
         labels=["tag"],
+    )
+    # A gauge, not a counter of rounds: exact when a collection reuses pages read before.
+    unreadable = GaugeMetricFamily(
+        "sms_unreadable_fields",
+        "Messages of the tag whose field (date, stopSMS) was missing, null, empty or "
+        "unreadable: still counted in sms_status_total, left out of sms_stop_total (stopSMS) "
+        "and of the date timestamps (date)" + note,
+        labels=["tag", "field"],
     )
     for state in snapshot.tags:
         tag = state.tag
@@ -147,6 +158,8 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
                 counts.waiting_dates, counts.waiting_unknown, now
             )
             waiting_age.add_metric([tag], buckets, age_sum)
+            for name in UNREADABLE_FIELDS:
+                unreadable.add_metric([tag, name], float(counts.unreadable.get(name, 0)))
         for reason in COMMON_ERROR_REASONS:
             errors.add_metric([tag, reason], float(state.errors.get(reason, 0)))
         for reason, value in sorted(state.errors.items()):
@@ -175,6 +188,7 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
         oldest_waiting,
         newest,
         waiting_age,
+        unreadable,
     ]
     _label_templates(per_tag, snapshot)
     account = list(account_families(snapshot.account)) if snapshot.account is not None else []

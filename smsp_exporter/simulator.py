@@ -20,6 +20,9 @@ Choices where the real API is unknown (each documented in ``api-notes.md`` as un
 - a missing or empty ``tag`` answers like an unknown tag (code 4, "Message introuvable");
 - error bodies come with HTTP ``error_http_status`` (default 200); ``_format=xml`` is ignored;
 - bodies are compact JSON with non-ASCII escaped (``\\u00e9``), as PHP's ``json_encode`` does.
+- a tag is served in the documented encoding unless given a *dialect* (:data:`DIALECTS`,
+  :meth:`Simulator.set_dialect`): 0/1 flags, words, ``statut`` and Paris local times,
+  milliseconds, ISO 8601, and Waiting messages whose date and STOP flag are null, empty or absent.
 
 Command line: ``python -m smsp_exporter.simulator --help``.
 """
@@ -45,14 +48,18 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "DEFAULT_START_TIME",
+    "DEMO_DIALECTS",
     "DEMO_TAGS",
+    "DIALECTS",
     "FAULT_KINDS",
     "WRONG_SHAPE_VARIANTS",
     "Message",
@@ -78,6 +85,7 @@ DELIVERED = "Delivered"
 NOT_DELIVERED = "Not delivered"
 WAITING = "Waiting"
 _FINAL_STATUSES = (DELIVERED, NOT_DELIVERED, WAITING)  # indexed by the campaign's final code
+LISTING_ORDERS = ("oldest", "newest", "report", "report-oldest")
 
 ERROR_MESSAGES: dict[int, str] = {
     1: "La Clé API est requise",
@@ -105,8 +113,16 @@ class TagSpec:
     """A campaign: ``messages`` SMS sent evenly over ``send_spread`` s from simulated t=0.
 
     ``delivered`` and ``not_delivered`` are the shares of final statuses (the rest stays
-    ``Waiting``); ``stop`` is the share of *delivered* recipients that reply STOP;
-    ``report_delay`` is the mean delay (s) from sending to the delivery report.
+    ``Waiting``: never reported); ``stop`` is the share of *delivered* recipients that reply
+    STOP; ``report_delay`` is the mean delay (s) from sending to the delivery report.
+
+    A long-lived tag (one kind of message, sent for months): ``rate`` (messages a second, >0)
+    replaces ``send_spread`` (then ``messages / rate``), and ``start`` (simulated time of the
+    first send, negative for a history already sent at t=0) places it in time; sending stops
+    once ``messages`` are sent. ``order`` is how the listing is sorted: ``oldest`` (send order,
+    oldest first), ``newest`` (send order, newest first), ``report`` (by the ``date`` field,
+    newest first: a message moves when its report arrives) or ``report-oldest`` (by ``date``,
+    oldest first).
     """
 
     name: str
@@ -116,8 +132,19 @@ class TagSpec:
     stop: float = 0.02
     send_spread: float = 60.0
     report_delay: float = 30.0
+    rate: float = 0.0
+    start: float = 0.0
+    order: str = "oldest"
 
     def __post_init__(self) -> None:
+        if self.rate:
+            if not (isinstance(self.rate, int | float) and self.rate > 0):
+                raise ValueError("TagSpec.rate must be > 0")
+            object.__setattr__(self, "send_spread", self.messages / self.rate)
+        if self.order not in LISTING_ORDERS:
+            raise ValueError(f"TagSpec.order must be one of {', '.join(LISTING_ORDERS)}")
+        if not math.isfinite(self.start):
+            raise ValueError("TagSpec.start must be a finite number")
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("TagSpec.name must be a non-empty string")
         if isinstance(self.messages, bool) or not isinstance(self.messages, int):
@@ -215,12 +242,122 @@ def _set(key: str, value: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str
     return apply
 
 
+# The time zone of the API's "YYYY-MM-DD HH:MM:SS" dates (its message-status endpoint's).
+PARIS = ZoneInfo("Europe/Paris")
+
+
 def _readable_date(item: dict[str, Any]) -> None:
-    item["date"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(item["date"])))
+    item["date"] = datetime.fromtimestamp(int(item["date"]), PARIS).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _stop_as_string(item: dict[str, Any]) -> None:
     item["stopSMS"] = "true" if item["stopSMS"] else "false"
+
+
+def _stop_as_int(item: dict[str, Any]) -> None:
+    item["stopSMS"] = int(item["stopSMS"])
+
+
+def _stop_as_digit(item: dict[str, Any]) -> None:
+    item["stopSMS"] = str(int(item["stopSMS"]))
+
+
+def _date_as_int(item: dict[str, Any]) -> None:
+    item["date"] = int(item["date"])
+
+
+def _date_in_millis(item: dict[str, Any]) -> None:
+    item["date"] = item["date"] + "000"
+
+
+def _iso_date(item: dict[str, Any]) -> None:
+    when = datetime.fromtimestamp(int(item["date"]), UTC)
+    item["date"] = when.isoformat().replace("+00:00", "Z")
+
+
+def _spelled_statut(item: dict[str, Any]) -> None:
+    item["statut"] = item.pop("status")
+
+
+def _waiting(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def apply(item: dict[str, Any]) -> None:
+        if item.get("status", item.get("statut")) == WAITING:
+            fn(item)
+
+    return apply
+
+
+_LEFT_OUT = object()  # _blank: remove the field
+
+
+def _blank(value: Any, *fields: str) -> Callable[[dict[str, Any]], None]:
+    def apply(item: dict[str, Any]) -> None:
+        for name in fields:
+            if value is _LEFT_OUT:
+                item.pop(name, None)
+            else:
+                item[name] = value
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A way the real API may write its answers, beyond the one documented example.
+
+    ``header`` rewrites the answer's top-level fields, ``items`` each message (in order);
+    ``unknown`` names the fields left unreadable on Waiting messages (whose STOP flag the
+    campaign model keeps false: hiding it hides no STOP)."""
+
+    items: tuple[Callable[[dict[str, Any]], None], ...] = ()
+    header: Callable[[dict[str, Any]], Any] | None = None
+    unknown: frozenset[str] = frozenset()
+
+
+def _header_as_php(doc: dict[str, Any]) -> None:
+    doc["success"], doc["code"], doc["total"] = 1, "200", str(doc["total"])
+
+
+_DATE_AND_STOP = frozenset({"date", "stopSMS"})
+
+# Plausible encodings of a success answer, beyond the documented one: served per tag
+# (Simulator.set_dialect), each must be read with every status counted and the tag up.
+DIALECTS: dict[str, Dialect] = {
+    "documented": Dialect(),
+    # A PHP back end: numbers for booleans, integers for numeric strings.
+    "php": Dialect((_stop_as_int, _date_as_int), header=_header_as_php),
+    # Booleans as words, success included.
+    "strings": Dialect((_stop_as_string,), header=lambda doc: doc.update(success="true")),
+    # As the API's message-status endpoint writes a message: `statut`, Paris local time.
+    "message-status": Dialect((_spelled_statut, _readable_date, _stop_as_digit)),
+    "millis": Dialect((_date_in_millis,), header=lambda doc: doc.pop("code")),
+    "iso": Dialect((_iso_date,)),
+    # A message without a report yet has no date and no STOP flag, written as null, "" or
+    # left out...
+    "waiting-null": Dialect((_waiting(_blank(None, "date", "stopSMS")),), unknown=_DATE_AND_STOP),
+    "waiting-empty": Dialect((_waiting(_blank("", "date", "stopSMS")),), unknown=_DATE_AND_STOP),
+    "waiting-missing": Dialect(
+        (_waiting(_blank(_LEFT_OUT, "date", "stopSMS")),), unknown=_DATE_AND_STOP
+    ),
+    # ...or as MySQL's "no date", among 0/1 flags.
+    "waiting-zero-date": Dialect(
+        (_stop_as_int, _waiting(_blank("0000-00-00 00:00:00", "date"))),
+        header=_header_as_php,
+        unknown=frozenset({"date"}),
+    ),
+}
+# The demo shows two of them: one all readable, one with Waiting messages without a date.
+DEMO_DIALECTS: dict[str, str] = {"rappel-rdv": "message-status", "alerte-stock": "waiting-null"}
+
+
+def _speak(dialect: Dialect, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a success answer in the documented encoding) written in ``dialect``."""
+    for item in doc[LIST_KEY]:
+        for fn in dialect.items:
+            fn(item)
+    if dialect.header is not None:
+        dialect.header(doc)
+    return doc
 
 
 # wrong_shape variants: each turns a success body (a dict) into a broken JSON document.
@@ -229,8 +366,6 @@ WRONG_SHAPE_VARIANTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "list_null": _set(LIST_KEY, lambda o: None),
     "list_not_list": _set(LIST_KEY, lambda o: {str(i): m for i, m in enumerate(o[LIST_KEY])}),
     "no_status": _each_item(lambda item: _drop(item, "status")),
-    "date_not_numeric": _each_item(_readable_date),
-    "stop_not_bool": _each_item(_stop_as_string),
     "total_negative": _set("total", lambda o: -1),
     "total_absurd": _set("total", lambda o: 10**15),
     "total_missing": lambda o: {k: v for k, v in o.items() if k != "total"},
@@ -290,6 +425,7 @@ class _Campaign(_Source):
         self.start_time = start_time
         n = self.n = spec.messages
         self.step = spec.send_spread / n if n else 0.0
+        self.t0 = float(spec.start)  # simulated time of the first send
         rng = random.Random(f"{seed}:{spec.name}")
         # Phone numbers: an affine bijection of [0, 10^8), so unique within the tag.
         self.phone_mul = rng.randrange(10**7) * 10 + rng.choice((1, 3, 7, 9))
@@ -297,7 +433,7 @@ class _Campaign(_Source):
         report = array("d", bytes(8 * n))  # report time offset; inf = never
         final = array("b", bytes(n))  # index in _FINAL_STATUSES
         stop = array("d", bytes(8 * n))  # STOP time offset; inf = never
-        rand, log, inf, step = rng.random, math.log, math.inf, self.step
+        rand, log, inf, step, t0 = rng.random, math.log, math.inf, self.step, self.t0
         mean, p_stop = spec.report_delay, spec.stop
         p_delivered = spec.delivered
         p_final = spec.delivered + spec.not_delivered
@@ -307,14 +443,14 @@ class _Campaign(_Source):
             if delay > MAX_REPORT_DELAY:
                 delay = MAX_REPORT_DELAY
             if u_status < p_delivered:
-                reported = report[i] = i * step + delay
+                reported = report[i] = t0 + i * step + delay
                 if u_stop < p_stop:  # u_stop / p_stop is uniform on [0, 1): reuse it
                     after = -STOP_DELAY_MEAN * log(1.0 - u_stop / p_stop)
                     stop[i] = reported + min(after, MAX_REPORT_DELAY)
                 else:
                     stop[i] = inf
             elif u_status < p_final:
-                report[i] = i * step + delay
+                report[i] = t0 + i * step + delay
                 final[i] = 1
                 stop[i] = inf
             else:
@@ -324,12 +460,14 @@ class _Campaign(_Source):
         self.report, self.final, self.stop = report, final, stop
         self._sorted: tuple[array[float], array[float], array[float]] | None = None
         self._sorted_lock = threading.Lock()
+        self._by_date: tuple[float, int, list[int]] | None = None  # (t, count, listing)
 
     def send_time(self, i: int) -> float:
-        return i * self.step
+        return self.t0 + i * self.step
 
     def count(self, t: float) -> int:
-        """Messages sent at time t: the i with ``i * step <= t``."""
+        """Messages sent at time t: the i with ``t0 + i * step <= t``."""
+        t -= self.t0
         n, step = self.n, self.step
         if n == 0 or t < 0:
             return 0
@@ -345,15 +483,37 @@ class _Campaign(_Source):
     def phone(self, i: int) -> str:
         return f"+336{(self.phone_mul * i + self.phone_add) % 100_000_000:08d}"
 
+    def _date(self, i: int, t: float) -> float:
+        reported = self.report[i]
+        return reported if reported <= t else self.t0 + i * self.step
+
+    def _listing(self, start: int, end: int, t: float) -> Iterable[int]:
+        """The send indices listed at positions [start, end) at time t, per the order."""
+        order = self.spec.order
+        if order == "oldest":
+            return range(start, end)
+        total = self.count(t)
+        if order == "newest":
+            return range(total - 1 - start, total - 1 - end, -1)
+        with self._sorted_lock:
+            cached = self._by_date
+            if cached is None or cached[0] != t or cached[1] != total:
+                date = self._date
+                listing = sorted(range(total), key=lambda i: (date(i, t), i))
+                if order == "report":
+                    listing.reverse()
+                cached = self._by_date = (t, total, listing)
+        return cached[2][start:end]
+
     def items(self, start: int, end: int, t: float) -> list[dict[str, Any]]:
         report, final, stop, st = self.report, self.final, self.stop, self.start_time
         out = []
-        for i in range(start, end):
+        for i in self._listing(start, end, t):
             reported = report[i]
             if reported <= t:
                 status, date = _FINAL_STATUSES[final[i]], st + reported
             else:
-                status, date = WAITING, st + i * self.step
+                status, date = WAITING, st + self.t0 + i * self.step
             out.append(
                 {
                     "phoneNumber": self.phone(i),
@@ -671,6 +831,7 @@ class Simulator:
         credits_sms_eco: int = 20_000,
         solde: float = 500.0,
         cost_per_sms: float = 0.045,
+        dialects: dict[str, str] | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -698,6 +859,7 @@ class Simulator:
 
         self._sources: dict[str, _Source] = {}
         self._specs: dict[str, TagSpec] = {}
+        self._dialects: dict[str, Dialect] = {}
         self._faults: list[_Fault] = []
         self._fault_ids = 0
         self._stats = _Stats()
@@ -710,6 +872,8 @@ class Simulator:
         self._stopping = threading.Event()
         for spec in tags:
             self.add_tag(spec)
+        for tag, dialect in (dialects or {}).items():
+            self.set_dialect(tag, dialect)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -859,6 +1023,30 @@ class Simulator:
         with self._lock:
             source, t = self._sources[tag], self._now_locked()
         return source.expected(t)
+
+    def set_dialect(self, tag: str, dialect: str) -> None:
+        """Serve ``tag``'s success answers in ``dialect`` (a key of :data:`DIALECTS`), from
+        now on and whatever its messages; ``"documented"`` restores the documented encoding.
+        A ``wrong_shape`` fault is served in the documented encoding."""
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}")
+        with self._lock:
+            if dialect == "documented":
+                self._dialects.pop(tag, None)
+            else:
+                self._dialects[tag] = DIALECTS[dialect]
+
+    def dialect(self, tag: str) -> str:
+        with self._lock:
+            chosen = self._dialects.get(tag)
+        return next((name for name, d in DIALECTS.items() if d is chosen), "documented")
+
+    def expected_unreadable(self, tag: str) -> dict[str, int]:
+        """Messages of ``tag`` whose ``date`` / ``stopSMS`` its dialect leaves unreadable now."""
+        with self._lock:
+            unknown = self._dialects.get(tag, DIALECTS["documented"]).unknown
+        waiting = self.expected(tag)["statuses"].get(WAITING, 0)
+        return {name: waiting if name in unknown else 0 for name in ("date", "stopSMS")}
 
     def sent(self) -> int:
         """Messages sent so far over all tags (what /me's credits are charged for)."""
@@ -1087,6 +1275,7 @@ class Simulator:
             tag = _first(params, "tag")
             source = self._sources.get(tag) if tag else None
             sources = list(self._sources.values())
+            dialect = self._dialects.get(tag) if tag else None
         if endpoint == ME:
             return 200, _dumps(self._me(sum(s.count(t) for s in sources)))
         total = source.count(t) if source is not None else 0
@@ -1117,6 +1306,8 @@ class Simulator:
         }
         if kind == "wrong_shape":
             return 200, _dumps(WRONG_SHAPE_VARIANTS[p["variant"]](doc))
+        if dialect is not None:
+            doc = _speak(dialect, doc)
         return 200, _dumps(doc)
 
     def _me(self, sent: int) -> dict[str, Any]:
@@ -1156,6 +1347,7 @@ class Simulator:
             "unfreeze",
             "advance",
             "reset-stats",
+            "dialect",
         }
         if action not in get_actions | post_actions:
             h.send(404, _dumps({"ok": False, "error": f"no control action {action!r}"}))
@@ -1207,6 +1399,9 @@ class Simulator:
                 return 404, {"ok": False, "error": "unknown tag"}
             self.remove_tag(doc["name"])
             return 200, {"ok": True}
+        if action == "dialect":
+            self.set_dialect(str(doc["tag"]), str(doc["dialect"]))
+            return 200, {"ok": True}
         if action == "fault":
             params = dict(doc)
             tag = params.pop("tag", None)
@@ -1239,11 +1434,20 @@ def _parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _parse_tag(text: str, spread: float, delay: float) -> TagSpec:
+def _parse_tag(text: str, spread: float, delay: float, order: str = "oldest") -> TagSpec:
     name, sep, count = text.rpartition(":")
     if not sep or not name or not count.isdigit():
         raise ValueError(f"--tag wants NAME:MESSAGES, got {text!r}")
-    return TagSpec(name, int(count), send_spread=spread, report_delay=delay)
+    return TagSpec(name, int(count), send_spread=spread, report_delay=delay, order=order)
+
+
+def _parse_dialect(text: str) -> tuple[str, str]:
+    tag, sep, dialect = text.rpartition("=")
+    if not sep or not tag or dialect not in DIALECTS:
+        raise ValueError(
+            f"--dialect wants TAG=DIALECT (one of {', '.join(DIALECTS)}), got {text!r}"
+        )
+    return tag, dialect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1264,6 +1468,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
     parser.add_argument("--error-http-status", type=int, default=200)
     parser.add_argument(
+        "--order",
+        choices=LISTING_ORDERS,
+        default="oldest",
+        help="listing order of --tag campaigns (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fixed-dates",
+        action="store_true",
+        help=f"date simulated t=0 at {DEFAULT_START_TIME} (reproducible) instead of now",
+    )
+    parser.add_argument(
         "--tag",
         action="append",
         default=[],
@@ -1282,10 +1497,25 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="mean delivery-report delay of --tag campaigns",
     )
+    parser.add_argument(
+        "--dialect",
+        action="append",
+        default=[],
+        metavar="TAG=DIALECT",
+        help=f"serve a tag in another encoding (repeatable; one of {', '.join(DIALECTS)}; "
+        "default with the demo campaigns: "
+        + ", ".join(f"{t}={d}" for t, d in DEMO_DIALECTS.items())
+        + ")",
+    )
     args = parser.parse_args(argv)
     try:
         host, port = _parse_listen(args.listen)
-        tags = [_parse_tag(t, args.send_spread, args.report_delay) for t in args.tag] or DEMO_TAGS
+        tags = [
+            _parse_tag(t, args.send_spread, args.report_delay, args.order) for t in args.tag
+        ] or DEMO_TAGS
+        dialects = dict(_parse_dialect(d) for d in args.dialect)
+        if not args.tag and not args.dialect:
+            dialects = dict(DEMO_DIALECTS)
     except ValueError as exc:
         parser.error(str(exc))
     if not args.allow_remote and not _is_loopback(host):
@@ -1307,6 +1537,8 @@ def main(argv: list[str] | None = None) -> int:
             error_http_status=args.error_http_status,
             speed=args.speed,
             allow_remote=args.allow_remote,
+            dialects=dialects,
+            start_time=DEFAULT_START_TIME if args.fixed_dates else time.time(),
         ).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the simulator: {exc}", file=sys.stderr)

@@ -192,8 +192,6 @@ FAULTS = [
             "list_null",
             "list_not_list",
             "no_status",
-            "date_not_numeric",
-            "stop_not_bool",
             "total_negative",
             "total_absurd",
             "not_object",
