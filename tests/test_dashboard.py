@@ -11,7 +11,16 @@ from collections import Counter
 
 import yaml
 
-from .monitoring import DASHBOARD_JSON, ROOT, dashboard_generator, load_dashboard, panels
+from .monitoring import (
+    DASHBOARD_JSON,
+    RECORDING_RULES,
+    ROOT,
+    binary,
+    dashboard_generator,
+    load_dashboard,
+    panels,
+    substitute,
+)
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -134,3 +143,74 @@ def test_provisioning_points_at_the_dashboards_folder():
         (ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert datasource["datasources"][0]["type"] == "prometheus"
+
+
+def test_hours_of_credit_panel(tmp_path):
+    """The 'Hours of credit left' query, run by promtool with the recording rules: 0 (not "No
+    data") once the credit has sat at 0 for hours; the hours left across a partial top-up (not
+    "not being spent"); the cap when nothing is spent."""
+    (panel,) = [p for p in panels(load_dashboard()) if p["title"] == "Hours of credit left"]
+    expr = substitute(panel["targets"][0]["expr"], {"job": ".*", "instance": ".*"})
+    cap = dashboard_generator().CREDIT_HOURS_CAP
+    credits = 'sms_account_credits{{job="smsp-exporter",instance="{}",kind="sms"}}'
+    test = {
+        "rule_files": [str(RECORDING_RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Spent down to 0 in the first hour, then 0 for 9 hours.
+                    {"series": credits.format("zero"), "values": "600-10x60 0x540"},
+                    # 2 a minute; 300 left at 4h10m, 1000 added: 1202 left at 5h, 10 h (10.1:
+                    # the minute of the top-up counts no spending).
+                    {"series": credits.format("topped"), "values": "800-2x250 1300-2x350"},
+                    {"series": credits.format("idle"), "values": "5000x600"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": f"round({expr}, 0.1)",
+                        "eval_time": "10h",
+                        "exp_samples": [
+                            {
+                                "labels": '{instance="zero",job="smsp-exporter",kind="sms"}',
+                                "value": 0,
+                            },
+                            {
+                                "labels": '{instance="topped",job="smsp-exporter",kind="sms"}',
+                                "value": 5,
+                            },
+                            {
+                                "labels": '{instance="idle",job="smsp-exporter",kind="sms"}',
+                                "value": cap,
+                            },
+                        ],
+                    },
+                    {
+                        "expr": f"round({expr}, 0.1)",
+                        "eval_time": "5h",
+                        "exp_samples": [
+                            {
+                                "labels": '{instance="zero",job="smsp-exporter",kind="sms"}',
+                                "value": 0,
+                            },
+                            {
+                                "labels": '{instance="topped",job="smsp-exporter",kind="sms"}',
+                                "value": 10.1,
+                            },
+                            {
+                                "labels": '{instance="idle",job="smsp-exporter",kind="sms"}',
+                                "value": cap,
+                            },
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "hours.test.yml"
+    path.write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [binary("promtool"), "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
