@@ -134,3 +134,19 @@ def test_a_tag_scraped_twice_shows_once(sim, two_targets):
     found = prom.query(substitute(waiting["targets"][0]["expr"], values))
     by_tag = {s["metric"]["tag"]: float(s["value"][1]) for s in found}
     assert by_tag["promo-a"] == sim.expected("promo-a")["statuses"]["Waiting"]
+
+
+def test_waiting_ages_stored_from_both_formats(sim, two_targets):
+    """The gauge histogram as Prometheus stores it from /metrics (OpenMetrics: type
+    gaugehistogram) and from /probe (the text format: a histogram with only _bucket, and gauges
+    _gcount and _gsum): the same series, the same counts."""
+    prom, _ = two_targets
+    waiting = sim.expected("promo-a")["statuses"]["Waiting"]
+    for job in ("smsp-exporter", "smsp-probe-0"):
+        sel = f'job="{job}", tag="promo-a"'
+        (count,) = prom.query(f"sms_waiting_age_seconds_gcount{{{sel}}}")
+        assert float(count["value"][1]) == waiting
+        (inf,) = prom.query(f'sms_waiting_age_seconds_bucket{{{sel}, le="+Inf"}}')
+        assert float(inf["value"][1]) == waiting
+        assert len(prom.query(f"sms_waiting_age_seconds_bucket{{{sel}}}")) == 10
+        assert prom.query(f"sms_waiting_age_seconds_gsum{{{sel}}}")
