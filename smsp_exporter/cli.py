@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
@@ -19,9 +20,13 @@ from prometheus_client.process_collector import ProcessCollector
 from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
-from .reload import Reloader, reload_route
+from .reload import Reloader, lifecycle_disabled_route, reload_route
+from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
 
 log = logging.getLogger("smsp_exporter")
 
@@ -71,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /healthz without basic auth (for liveness probes); the rest still needs it",
     )
     parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="accept POST /-/reload (as Prometheus's flag); without it, it answers 403. "
+        "SIGHUP always reloads",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -103,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["simulate"]:
         from .simulator import main as simulate
 
-        return simulate(argv[1:])
+        return simulate(argv[1:], prog="smsp-exporter simulate")
     if argv[:1] == ["homeassistant-package"]:
         from .homeassistant import main as homeassistant_package
 
@@ -164,7 +176,7 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
     for warning in config.warnings:
         log.warning("%s: %s", config.source, warning)
     if args.config_check:
-        print(f"{config.source}: valid, {len(config.tags)} tags, mode {config.collection.mode}")
+        print(f"{config.source}: valid, {_tag_summary(config)}, mode {config.collection.mode}")
         return 0
 
     if args.demo:
@@ -179,14 +191,34 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
     try:
         return _serve(
-            config, listen, demo=args.demo, load=load, web_config=web_config, hangup=hangup
+            config,
+            listen,
+            demo=args.demo,
+            load=load,
+            web_config=web_config,
+            hangup=hangup,
+            lifecycle=args.enable_lifecycle,
         )
     finally:
         if simulator is not None:
             simulator.stop()
 
 
-def _start_demo():
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _tag_summary(config: Config) -> str:
+    """What is configured, and with templates what is collected now (a template stands for
+    several tags, changing at midnight): "2 tags", "2 tags + 1 template = 9 tags today"."""
+    text = _plural(len(config.tags), "tag")
+    if not config.tag_templates:
+        return text
+    today = len(expand_tags(config.tags, config.tag_templates, time.time()))
+    return f"{text} + {_plural(len(config.tag_templates), 'template')} = {today} tags today"
+
+
+def _start_demo() -> tuple[Simulator, Config]:
     from .simulator import DEMO_DIALECTS, DEMO_TAGS, Simulator
 
     # Simulated t=0 is now: the campaigns' dates (and the age of their Waiting messages) follow
@@ -206,6 +238,9 @@ def _start_demo():
             "account": {"enabled": True},
         },
         source="<demo>",
+        # The simulator's key, whatever the environment says: the Docker image sets
+        # SMSP_API_KEY_FILE, which would otherwise replace it and get every tag rejected.
+        env={},
     )
     log.info("demo: simulator of the SMS Partner API started", extra={"url": simulator.url})
     return simulator, config
@@ -219,6 +254,7 @@ def _serve(
     load: Callable[[], Config],
     web_config: WebConfig | None = None,
     hangup: threading.Event | None = None,
+    lifecycle: bool = False,
 ) -> int:
     reloader = Reloader(load, config)
     registry = CollectorRegistry()
@@ -230,7 +266,10 @@ def _serve(
         registry,
         listen,
         version=__version__,
-        extra_routes={**reloader.routes(), "/-/reload": reload_route(reloader)},
+        extra_routes={
+            **reloader.routes(),
+            "/-/reload": reload_route(reloader) if lifecycle else lifecycle_disabled_route(),
+        },
         web_config=web_config,
     )
     stop = threading.Event()
@@ -255,7 +294,11 @@ def _serve(
     metrics_url = f"{server.url.rstrip('/')}/metrics"
     log.info(
         "serving metrics",
-        extra={"url": metrics_url, "tags": len(config.tags), "mode": config.collection.mode},
+        extra={
+            "url": metrics_url,
+            "tags": len(expand_tags(config.tags, config.tag_templates, time.time())),
+            "mode": config.collection.mode,
+        },
     )
     if demo:
         print(f"smsp-exporter demo: metrics at {metrics_url}  (Ctrl-C to stop)", flush=True)
