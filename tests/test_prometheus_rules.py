@@ -278,3 +278,26 @@ def test_readme_queries_give_no_nan(tmp_path, expr):
     path.write_text(yaml.safe_dump(test))
     result = run(binary("promtool"), "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_inhibitions_name_existing_alerts():
+    """Every alert name an inhibition matches exists (a typo would silently inhibit nothing),
+    and the /probe cases are covered: the key alert per probe job, a replica down."""
+    names = {rule["alert"] for rule in alert_rules()}
+    inhibit = yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"]
+    for rule in inhibit:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            key, _op, value = re.fullmatch(r'(\w+) (=~|=) "(.*)"', matcher).groups()
+            if key == "alertname":
+                assert set(value.split("|")) <= names, matcher
+    pairs = {(r["source_matchers"][0], r["target_matchers"][0], tuple(r["equal"])) for r in inhibit}
+    assert (
+        'alertname = "SmsExporterDown"',
+        'alertname = "SmsProbeTargetDown"',
+        ("replica",),
+    ) in pairs
+    assert any(
+        r["source_matchers"] == ['alertname = "SmsApiKeyRejected"', 'job =~ "smsp-probe.*"']
+        and r["equal"] == ["job"]
+        for r in inhibit
+    )
