@@ -15,7 +15,7 @@ import yaml
 
 from smsp_exporter.config import AccountConfig, config_from_dict
 
-from .conftest import API_KEY, campaign, free_port, serve
+from .conftest import API_KEY, campaign, free_port, require_tool, serve
 from .monitoring import RECORDING_RULES, load_dashboard, substitute
 from .test_e2e_alerting import PromAPI, process, wait_for
 
@@ -88,7 +88,7 @@ def two_targets(sim, tmp_path):
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_yml))
         port = free_port()
         args = [
-            "prometheus",
+            require_tool("prometheus"),
             f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

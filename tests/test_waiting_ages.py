@@ -14,7 +14,7 @@ from smsp_exporter.collector import WAITING_AGE_BUCKETS, families, waiting_age_b
 from smsp_exporter.simulator import Message
 from smsp_exporter.snapshot import Snapshot, TagState
 
-from .conftest import make_config, samples, serve, value
+from .conftest import make_config, require_tool, samples, serve, value
 
 NOW = 1_764_000_000
 
@@ -120,7 +120,11 @@ def test_served_by_the_exporter_in_both_formats(sim):
             assert value(found, "sms_waiting_age_seconds_bucket", tag="otp", le=bound) == count
         assert value(found, "sms_waiting_age_seconds_gcount", tag="otp") == 7
         lint = subprocess.run(
-            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+            [require_tool("promtool"), "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert "sms_waiting_age_seconds" not in lint.stdout + lint.stderr
         openmetrics = requests.get(
