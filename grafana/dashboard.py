@@ -329,6 +329,7 @@ def build() -> dict[str, Any]:
                 "{{tag}} {{status}}",
                 "Messages of each tag in each delivery status, stacked.",
                 stacked=True,
+                span=16,
             )
         )
         .with_panel(

@@ -81,6 +81,12 @@ def test_structure():
     assert queries >= 12
 
 
+def test_panels_fit_the_grid():
+    for panel in panels(load_dashboard()):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
 def test_no_hard_coded_datasource_uid():
     text = DASHBOARD_JSON.read_text(encoding="utf-8")
     uids = set(re.findall(r'"uid": "([^"]*)"', text))
