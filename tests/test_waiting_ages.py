@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import replace
 
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -142,3 +143,16 @@ def test_served_by_the_exporter_in_both_formats(sim):
     found = {(s.name, s.labels.get("le")): s.value for s in family.samples}
     assert found[("sms_waiting_age_seconds_bucket", "+Inf")] == 7
     assert found[("sms_waiting_age_seconds_gcount", None)] == 7
+
+
+def test_a_rolling_tag_keeps_its_template_label():
+    snap = snapshot([NOW - 10])
+    rolling = Snapshot(
+        tags=(replace(snap.tags[0], template="otp-{date:%Y%m%d}"),),
+        taken_at=NOW,
+        duration=0,
+        upstream_requests=0,
+    )
+    (family,) = [f for f in families(rolling, now=NOW) if f.name == "sms_waiting_age_seconds"]
+    assert family.samples
+    assert {s.labels.get("template") for s in family.samples} == {"otp-{date:%Y%m%d}"}
