@@ -235,9 +235,9 @@ class _Node:
             return f"must be at least {_number(ge)}, got {got}"
         if le is not None:
             return f"must be at most {_number(le)}, got {got}"
-        if self.meta.get("min_length"):
+        if self.meta.get("min_length") and value == "":
             return "empty: expected a non-empty string"
-        return message
+        return f"expected {self.expected()}, got {got}"  # a pattern, or any other constraint
 
     def expected(self) -> str:
         if self.words.get("expected"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -941,3 +942,35 @@ def test_broken_config_fails_the_same_with_an_environment_key(path):
         pytest.skip("the environment key replaces the faulty one")
     err = load_error(path, env={"SMSP_API_KEY": "sk-CORPUS-env-000000"})
     assert err.key == key
+
+
+# --------------------------------------------------------------------------------------------
+# The declared structure itself
+
+
+def test_sections_are_frozen_dataclasses_other_modules_can_replace():
+    """probe.py and the tests use dataclasses.replace on the sections and on Config."""
+    config = config_from_dict({"api": {"key": KEY}, "tags": ["a"]}, env=NO_ENV)
+    smaller = dataclasses.replace(config.api, concurrency=2)
+    assert smaller.concurrency == 2 and smaller.key == KEY and KEY not in repr(smaller)
+    assert dataclasses.replace(config, tags=()).api is config.api
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.collection.mode = "background"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("section", "data", "key", "problem"),
+    [
+        ("api", {"max_requests_per_second": 10**400}, "api.max_requests_per_second", "too large"),
+        ("probe", {"allowed_tags": "a"}, "probe.allowed_tags", "(write it as a list"),
+        ("probe", {"allowed_pattern": "a("}, "probe.allowed_pattern", "invalid regular exp"),
+        ("api", {"max_response_bytes": "8 MB"}, "api.max_response_bytes", "expected a size"),
+        ("account", {"enabled": "yes"}, "account.enabled", "expected true or false, got 'yes'"),
+        ("account", {"enable": True}, "account.enable", "unknown key (did you mean 'enabled'?)"),
+    ],
+)
+def test_more_declared_checks(section, data, key, problem):
+    base = {"api": {"key": KEY}, "tags": ["a"]}
+    base[section] = {**base.get(section, {}), **data}  # type: ignore[dict-item]
+    err = dict_error(base)
+    assert err.key == key and problem in err.problem, str(err)
