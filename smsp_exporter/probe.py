@@ -63,9 +63,14 @@ class ProbeApp:
     ) -> None:
         self.allowed = config.probe
         self.client = client
-        # Its own state: no static tag, no template, no account reading.
+        # Its own state: no static tag, no template, no account reading; whole reads (a probe
+        # answers at once, never with a first read still going on).
+        collection = replace(config.collection, incremental=False, state_file=None)
         self.poller = Poller(
-            replace(config, tags=(), tag_templates=(), account=AccountConfig()), client
+            replace(
+                config, tags=(), tag_templates=(), account=AccountConfig(), collection=collection
+            ),
+            client,
         )
         self.max_tags = max_tags
         self._recent: OrderedDict[str, None] = OrderedDict()  # least recently probed first
