@@ -12,20 +12,29 @@ This is also how to embed it in another Python process::
 
 from __future__ import annotations
 
+import logging
+
 from .api import TagsApi
 from .client import SmsPartnerClient
 from .collector import SmsCollector
 from .config import Config
+from .incremental import IncrementalState
 from .probe import ProbeApp
 from .snapshot import BackgroundSource, Poller, ScrapeSource
+from .statestore import StateFileError, open_store
 from .web import WSGIApp
+
+log = logging.getLogger(__name__)
 
 
 class Exporter:
-    def __init__(self, config: Config) -> None:
+    """``previous``: the exporter a reload replaces; its page state is kept (same state file)."""
+
+    def __init__(self, config: Config, previous: Exporter | None = None) -> None:
         self.config = config
         self.client = SmsPartnerClient(config.api)
-        self.poller = Poller(config, self.client)
+        self._owns_state = True
+        self.poller = Poller(config, self.client, self._state(config, previous))
         self.background = config.collection.mode == "background"
         self.source: ScrapeSource | BackgroundSource
         if self.background:
@@ -35,6 +44,23 @@ class Exporter:
         self.collector = SmsCollector(self.source, cached=self.background)
         self.probe = ProbeApp(config, self.client)
         self.tags_api = TagsApi(self.source)
+
+    def _state(self, config: Config, previous: Exporter | None) -> IncrementalState | None:
+        if not config.collection.incremental:
+            return None
+        path = config.collection.state_file
+        if previous is not None and previous.poller.incremental is not None:
+            kept = previous.poller.incremental
+            if (kept.store.path if kept.store is not None else None) == path:
+                previous._owns_state = False
+                return kept
+        store = None
+        if path is not None:
+            try:
+                store = open_store(path)
+            except StateFileError as err:  # at run time (a reload): memory only, said once
+                log.error("%s: the page state is kept in memory only", err)
+        return IncrementalState(store)
 
     def routes(self) -> dict[str, WSGIApp]:
         """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
@@ -53,6 +79,9 @@ class Exporter:
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
         self.poller.close()
+        shared = self.poller.incremental
+        if self._owns_state and shared is not None and shared.store is not None:
+            shared.store.close()
 
     def __enter__(self) -> Exporter:
         return self.start()

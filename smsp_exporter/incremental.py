@@ -406,6 +406,7 @@ class _Job:
         self.state = state
         self.now = time.time()
         self.reads: list[tuple[int, int, Detail, int]] = []  # (lo, hi, detail by idx, total)
+        self.want: list[tuple[int, int]] = []  # the send-index ranges this round needs
         self.requested: set[int] = set()
         self.fingerprints: set[int] = set()
         self.latest_total: int | None = None
@@ -632,6 +633,7 @@ class _Job:
                     frozen.append(index)
             want.extend(self._audit(frozen))
             del waiting
+        self.want = [(lo, hi) for lo, hi in want if lo < hi]
         pages: set[int] = set()
         for lo, hi in want:
             pages.update(self._pages_for(lo, min(hi, total), total))
@@ -767,28 +769,25 @@ class _Job:
         return self._ask(pages)
 
     def _uncovered(self, total: int) -> list[tuple[int, int]]:
-        """Needed send-index ranges that neither a kept segment nor a read covers (newest-first
-        pages read at different totals may leave holes)."""
+        """Send-index ranges this round wanted that no read covers: newest-first, pages read
+        at different totals (the tag grew while the round ran) may leave holes."""
         st = self.state
         assert st is not None
         if not st.complete or self._order() == "oldest":
             return []
         spans = sorted((lo, hi) for lo, hi, _, _ in self.reads)
-        holes = []
-        end = spans[0][0]
-        for lo, hi in spans:
-            if lo > end:
-                holes.append((end, lo))
-            end = max(end, hi)
-        if end < total and end >= st.total:
-            holes.append((end, total))
-        # A hole inside a kept segment is no hole.
         out = []
-        for lo, hi in holes:
-            for seg in st.segments:
-                if seg.lo <= lo and hi <= seg.hi:
+        for lo, hi in self.want:
+            hi = min(hi, total)
+            for a, b in spans:
+                if b <= lo or hi <= a:
+                    continue
+                if a > lo:
+                    out.append((lo, a))
+                lo = max(lo, b)
+                if lo >= hi:
                     break
-            else:
+            if lo < hi:
                 out.append((lo, hi))
         return out
 
@@ -885,7 +884,7 @@ class _Job:
             for a, b in cuts:
                 fresh.append(self._segment(a, b, detail.slice(a - lo, b - lo), now, ref))
         self._inherit_unknown(fresh, [s for s in st.segments if s.unknown_seen is not None])
-        st.segments = sorted(kept + fresh, key=lambda s: s.lo)
+        st.segments = _coalesce(sorted(kept + fresh, key=lambda s: s.lo), st.size)
         if st.complete:
             st.total = st.covered()
         st.dirty = True
@@ -975,6 +974,40 @@ class _Job:
             newest=newest or None,
             **extra,
         )
+
+
+def _coalesce(segments: list[Segment], size: int) -> list[Segment]:
+    """Join a frozen segment shorter than a page to its frozen neighbour (up to two pages'
+    worth): newest-first pages straddle the segments kept, which would otherwise leave a
+    sliver at each round's junction, for ever."""
+    if size <= 0:
+        return segments
+    out: list[Segment] = []
+    for seg in segments:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.hi == seg.lo
+            and not (prev.live or seg.live)
+            and prev.unknown_seen is None
+            and seg.unknown_seen is None
+            and (prev.hi - prev.lo < size or seg.hi - seg.lo < size)
+            and seg.hi - prev.lo <= 2 * size
+        ):
+            out[-1] = Segment(
+                prev.lo,
+                seg.hi,
+                prev.codes + seg.codes,
+                prev.stops + seg.stops,
+                prev.dates + seg.dates,
+                min(prev.read_at, seg.read_at),
+                min(prev.ref, seg.ref),
+                None,
+                False,
+            )
+        else:
+            out.append(seg)
+    return out
 
 
 def _paint(reads: list[tuple[int, int, Detail, int]]) -> list[tuple[int, int, Detail]]:

@@ -68,7 +68,7 @@ class Reloader(Collector):
             add_secret(config.api.key)
             for warning in config.warnings:
                 log.warning("%s: %s", config.source, warning)
-            new = Exporter(config).start()
+            new = Exporter(config, previous=self._exporter).start()  # keeps the page state
             with self._lock:
                 old, self._exporter = self._exporter, new
                 busy = self._in_use.get(old, 0) > 0
