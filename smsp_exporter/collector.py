@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .account import account_families
+from .incremental import incremental_families
 from .snapshot import Snapshot, Source
 
 # Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
@@ -134,6 +135,7 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         truncations,
         oldest_waiting,
         newest,
+        *incremental_families(snapshot.tags),
     ]
     _label_templates(per_tag, snapshot)
     account = list(account_families(snapshot.account)) if snapshot.account is not None else []

@@ -241,6 +241,11 @@ class TagState:
     segments: list[Segment] = field(default_factory=list)  # by lo, disjoint
     cursor: int = 0  # the audit's position (send index)
     whole_until: float = 0.0  # wall time until which the tag is read whole
+    # The API's clock, estimated at our time api_seen: the newest date the tag showed, or the
+    # previous estimate plus the time since, whichever is later. "Now" for the report deadline
+    # is min(our clock, that): the API's dates rule where they lag (a simulator in the past).
+    api_newest: int = 0
+    api_seen: float = 0.0
     dirty: bool = True  # changed since the state file was written
 
     def code(self, status: str) -> int:
@@ -389,7 +394,11 @@ class IncrementalState:
             )
 
     def save(self, keep: Iterable[str]) -> None:
-        """Write the round's state (one transaction); drop the tags not in ``keep``."""
+        """Drop the tags not in ``keep`` (gone from the configuration, or a rolling tag out of
+        its window) and write the round's state (one transaction)."""
+        keep = set(keep)
+        for tag in [t for t in self.tags if t not in keep]:
+            self.forget(tag)
         if self.store is None:
             return
         with self._lock:
@@ -404,7 +413,7 @@ class _Job:
         self.reader = reader
         self.tag = tag
         self.state = state
-        self.now = time.time()
+        self.now = reader.clock()
         self.reads: list[tuple[int, int, Detail, int]] = []  # (lo, hi, detail by idx, total)
         self.want: list[tuple[int, int]] = []  # the send-index ranges this round needs
         self.requested: set[int] = set()
@@ -537,7 +546,7 @@ class _Job:
             pages = math.ceil(total / st.size) if st.size else 1
             if pages > self.reader.client.api.max_pages:
                 raise Inconsistent("page_cap", listing=False)
-        self._check_size(number, page.items, total)
+        self._check_size(number, page.items, total, first)
         lo, hi = self._range(number, total, page.items)
         by_idx = detail.reversed() if self._order() == "newest" else detail
         self.reads.append((lo, hi, by_idx, total))
@@ -566,7 +575,7 @@ class _Job:
         assert st is not None
         return st.order if st.order in ("oldest", "newest") else "oldest"
 
-    def _check_size(self, number: int, items: int, total: int) -> None:
+    def _check_size(self, number: int, items: int, total: int, first: bool = False) -> None:
         st = self.state
         assert st is not None
         if not st.size:
@@ -575,7 +584,10 @@ class _Job:
             return
         expected = max(0, min(st.size, total - (number - 1) * st.size))
         if items != expected:
-            raise Inconsistent("short_page" if items < expected else "page_size", listing=False)
+            # The round's first answer not as before: the page size changed; later, a page
+            # shorter than its total promises is cut short.
+            short = items < expected and not first
+            raise Inconsistent("short_page" if short else "page_size", listing=False)
 
     def _range(self, number: int, total: int, items: int) -> tuple[int, int]:
         size = self.state.size if self.state is not None and self.state.size else max(items, 1)
@@ -822,8 +834,11 @@ class _Job:
                 st.total = covered
                 if st.order == "unknown":
                     st.label_total = covered
-            else:
-                read = sum(seg.hi - seg.lo for seg in st.segments)
+            # Pages read in an earlier round of a first read may have had reports since: the
+            # counts wait for the next round, which reads them again, as every round does.
+            stale = sum(s.hi - s.lo for s in st.segments if s.live and s.read_at < self.now)
+            if not st.complete or stale:
+                read = sum(seg.hi - seg.lo for seg in st.segments) - stale
                 info = RoundInfo("first_read", st.order, self.fetched, 0, read, known)
                 if self.error is not None and not isinstance(self.error, DeadlineExceeded):
                     return self.error, info
@@ -864,8 +879,9 @@ class _Job:
         los = [s.lo for s in kept]
         fresh: list[Segment] = []
         newest = max((max(d.dates, default=0) for _, _, d in pieces), default=0)
-        for seg in kept:
-            newest = max(newest, max(seg.dates, default=0))
+        if st.api_newest:  # the API's clock ran at least as long as ours since
+            newest = max(newest, int(st.api_newest + max(0.0, now - st.api_seen)))
+        st.api_newest, st.api_seen = newest, now
         ref = int(min(now, newest)) if newest else int(now)
         for lo, hi, detail in pieces:
             cuts = [(lo, hi)]
@@ -1035,11 +1051,16 @@ class IncrementalReader:
     that returns, besides each tag's result, a :class:`RoundInfo`."""
 
     def __init__(
-        self, client: SmsPartnerClient, shared: IncrementalState, report_deadline: float
+        self,
+        client: SmsPartnerClient,
+        shared: IncrementalState,
+        report_deadline: float,
+        clock=time.time,
     ) -> None:
         self.client = client
         self.shared = shared
         self.deadline = report_deadline
+        self.clock = clock  # Unix time (tests follow a simulator's clock)
 
     def fetch_tags(
         self,
@@ -1143,3 +1164,61 @@ def _cancel(pending: Mapping[Future, tuple[str, int, int]], tag: str) -> None:
     for future, (owner, _, _) in pending.items():
         if owner == tag:
             future.cancel()
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def incremental_families(states: Iterable[Any]) -> list[Any]:
+    """The ``sms_collection_*`` families of the tags collected incrementally (``states``: the
+    snapshot's :class:`~smsp_exporter.snapshot.TagState`)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    fetched = CounterMetricFamily(
+        "sms_collection_pages_fetched",
+        "Pages of the tag asked from the API by incremental rounds (whole reads included)",
+        labels=["tag"],
+    )
+    reused = CounterMetricFamily(
+        "sms_collection_pages_reused",
+        "Pages (segments) of the tag kept from an earlier round instead of being read again",
+        labels=["tag"],
+    )
+    mismatches = CounterMetricFamily(
+        "sms_collection_audit_mismatches",
+        "Pages read again that contradicted what was kept, by reason (the tag then fell back "
+        "to a whole read)",
+        labels=["tag", "reason"],
+    )
+    fallbacks = CounterMetricFamily(
+        "sms_collection_fallbacks",
+        "Times the tag's page state was dropped and the tag read whole, by reason",
+        labels=["tag", "reason"],
+    )
+    order = GaugeMetricFamily(
+        "sms_collection_listing_order",
+        "Listing order detected for the tag (unknown, oldest, newest; whole: read whole "
+        "because the listing moves messages); always 1",
+        labels=["tag", "order"],
+    )
+    progress = GaugeMetricFamily(
+        "sms_collection_first_read_ratio",
+        "Share of the tag's messages read by its first complete read (1 once done; no counts "
+        "are exported for the tag before)",
+        labels=["tag"],
+    )
+    for state in states:
+        info = getattr(state, "incremental", None)
+        if info is None:
+            continue
+        tag = state.tag
+        fetched.add_metric([tag], float(info.fetched_total))
+        reused.add_metric([tag], float(info.reused_total))
+        for reason, value in sorted(info.mismatches.items()):
+            mismatches.add_metric([tag, reason], float(value))
+        for reason, value in sorted(info.fallbacks.items()):
+            fallbacks.add_metric([tag, reason], float(value))
+        order.add_metric([tag, info.order], 1.0)
+        ratio = 1.0 if info.mode != "first_read" else info.read / max(info.known, 1)
+        progress.add_metric([tag], min(1.0, ratio))
+    return [fetched, reused, mismatches, fallbacks, order, progress]

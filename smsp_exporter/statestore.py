@@ -99,12 +99,21 @@ def open_store(path: str) -> StateStore:
                 f"state format version {meta.get('version')}, this smsp-exporter reads "
                 f"version {VERSION}: move the file away (it is rebuilt)",
             )
+        # A real write: the process may lack the right to write even where os.access said yes.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE meta SET value = value WHERE key = 'format'")
+        conn.execute("COMMIT")
         store = StateStore(path, conn)
         store.load()  # a file whose content does not read back is corrupt
         return store
     except StateFileError:
         conn.close()
         raise
+    except sqlite3.OperationalError as err:
+        conn.close()
+        if "readonly" in str(err) or "read-only" in str(err):
+            raise StateFileError(path, "not writable") from None
+        raise StateFileError(path, f"cannot use it ({err})") from None
     except sqlite3.DatabaseError as err:
         conn.close()
         raise StateFileError(path, f"corrupt or not a SQLite database ({err})") from None
@@ -151,6 +160,8 @@ class StateStore:
                     statuses=[str(s) for s in doc["statuses"]],
                     cursor=int(doc["cursor"]),
                     whole_until=float(doc["whole_until"]),
+                    api_newest=int(doc["api_newest"]),
+                    api_seen=float(doc["api_seen"]),
                     dirty=False,
                 )
                 if state.order not in ORDERS or state.size < 0 or state.total < 0:
@@ -233,6 +244,8 @@ class StateStore:
                 "statuses": state.statuses,
                 "cursor": state.cursor,
                 "whole_until": state.whole_until,
+                "api_newest": state.api_newest,
+                "api_seen": state.api_seen,
             }
             conn.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (tag, json.dumps(body)))
             before = self._saved.get(tag, {})
