@@ -18,7 +18,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -66,6 +67,11 @@ class TagCounts:
     total_reported: int | None = None
     oldest_waiting: int | None = None
     newest: int | None = None
+    # The known dates of the tag's Waiting messages, ascending (an array('q'): 8 bytes each).
+    waiting_dates: Sequence[int] = ()
+    waiting_unknown: int = 0  # Waiting messages whose date is unknown
+    # field ("date", "stopSMS") -> messages whose field was unknown (see parse.Page.unreadable)
+    unreadable: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class RateLimiter:
@@ -126,6 +132,9 @@ class TagPager:
     outstanding: int = 0
     started: float | None = None  # monotonic time its page 1 request began
     ended: float | None = None  # monotonic time its last answer (or error) came back
+    waiting_dates: array[int] = field(default_factory=lambda: array("q"))
+    waiting_unknown: int = 0
+    unreadable: dict[str, int] = field(default_factory=dict)
     _fingerprints: set[int] = field(default_factory=set)
 
     def first_page(self, page: Page) -> list[int]:
@@ -172,6 +181,10 @@ class TagPager:
             self.oldest_waiting = page.oldest_waiting
         if page.newest is not None and (self.newest is None or page.newest > self.newest):
             self.newest = page.newest
+        self.waiting_dates.extend(page.waiting_dates)
+        self.waiting_unknown += page.waiting_unknown
+        for name, count in page.unreadable.items():
+            self.unreadable[name] = self.unreadable.get(name, 0) + count
 
     def _cut(self, reason: str) -> None:
         if self.truncation is None:
@@ -189,6 +202,10 @@ class TagPager:
             total_reported=self.total,
             oldest_waiting=self.oldest_waiting,
             newest=self.newest,
+            # Each page's dates are sorted: Timsort merges such runs in about linear time.
+            waiting_dates=array("q", sorted(self.waiting_dates)),
+            waiting_unknown=self.waiting_unknown,
+            unreadable=MappingProxyType(dict(self.unreadable)),
         )
 
 

@@ -14,12 +14,13 @@ path, ``json.loads`` and plain Python, which decides what is valid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from itertools import compress
-from operator import attrgetter, countOf
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Annotated
 
@@ -41,9 +42,20 @@ WAITING = "Waiting"
 FINGERPRINT_SLICE = 1024
 
 
+# Tag of the content key's encoding: a change of encoding changes every key (state files then
+# see every page as changed, which is safe), instead of silently comparing unlike keys.
+CONTENT_KEY_PERSON = b"smsp-page-v1"
+# A message's STOP flag in the content key: 0 no, 1 yes, 2 unknown.
+STOP_UNKNOWN = 2
+_NOTHING_UNREADABLE: Mapping[str, int] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    """The aggregate of one page of messages."""
+    """The aggregate of one page of messages.
+
+    Dates are Unix seconds. A message whose date is unknown is left out of every date field
+    (and counted in ``waiting_unknown`` if it is Waiting, and in ``unreadable["date"]``)."""
 
     current_page: int | None
     total: int | None
@@ -53,6 +65,18 @@ class Page:
     oldest_waiting: int | None  # smallest `date` among Waiting messages
     newest: int | None  # largest `date` of the page
     fingerprint: int  # identifies the page's content, to spot a page served twice
+    # The known dates of the page's Waiting messages, ascending.
+    waiting_dates: tuple[int, ...] = ()
+    waiting_unknown: int = 0  # Waiting messages whose date is unknown
+    # field ("date", "stopSMS") -> messages whose field was missing, null, empty or unreadable;
+    # only fields with at least one such message are present.
+    unreadable: Mapping[str, int] = field(default_factory=lambda: _NOTHING_UNREADABLE)
+    # A stable 64-bit (signed, so that SQLite stores it as an INTEGER) hash of the messages'
+    # (status, stopSMS, date) in listing order, phone numbers left out: equal across restarts
+    # and across both parsing paths; 0 for a page without messages.
+    content_key: int = 0
+    first_date: int | None = None  # date of the first message listed (None: unknown or none)
+    last_date: int | None = None  # date of the last message listed
 
 
 EMPTY_PAGE = Page(
@@ -65,6 +89,29 @@ EMPTY_PAGE = Page(
     newest=None,
     fingerprint=0,
 )
+
+
+def content_key(statuses: list[str], distinct: Iterable[str], stops: bytes, dates: str) -> int:
+    """The page's content key from its messages' statuses, STOP flags (:data:`STOP_UNKNOWN`
+    for unknown) and dates (decimal Unix seconds without leading zeros, ``""`` for unknown,
+    joined by NUL), in listing order.
+
+    The encoding is injective: the count first; the statuses, escaped so that none contains
+    NUL, joined by NUL, in UTF-8 (never a 0xFF byte); 0xFF; one byte per STOP flag; the dates
+    (digits only) joined by NUL. ``distinct`` holds the distinct statuses: escaping is the
+    identity on statuses without NUL or 0x01, so it is applied only when one needs it."""
+    if not statuses:
+        return 0
+    if any("\x00" in s or "\x01" in s for s in distinct):
+        escaped = {s: s.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02") for s in distinct}
+        statuses = list(map(escaped.__getitem__, statuses))
+    digest = hashlib.blake2b(digest_size=8, person=CONTENT_KEY_PERSON)
+    digest.update(len(statuses).to_bytes(8, "big"))
+    digest.update("\x00".join(statuses).encode("utf-8"))
+    digest.update(b"\xff")
+    digest.update(stops)
+    digest.update(dates.encode("ascii"))
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 def _int_field(value: object, key: str) -> int | None:
@@ -87,6 +134,33 @@ def _date(value: object, index: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_DATE_DIGITS:
         return value
     raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
+
+
+_DIGITS_AND_NUL = b"0123456789\x00"
+
+
+def _plain_seconds(joined: str, count: int) -> bool | None:
+    """Whether ``count`` (>= 1) dates joined by NUL are all plain Unix seconds, as the API
+    documents them: 1 to 12 ASCII digits, no leading zero (so that a date's text is its
+    number's, as the content key needs). True if they are and all have one length, False if
+    they are of several lengths, None if one is not plain. Slices, not a loop: this runs on
+    every message of every page read."""
+    if not joined.isascii() or joined.encode("ascii").translate(None, _DIGITS_AND_NUL):
+        return None
+    if joined.count("\x00") != count - 1:  # a NUL inside a date
+        return None
+    width = joined.find("\x00") if count > 1 else len(joined)
+    if len(joined) == count * (width + 1) - 1 and not joined[width :: width + 1].strip("\x00"):
+        # Every date is `width` digits long.
+        if not 1 <= width <= MAX_DATE_DIGITS or "0" in joined[:: width + 1]:
+            return None
+        return True
+    lengths = set(map(len, joined.split("\x00")))
+    if min(lengths) < 1 or max(lengths) > MAX_DATE_DIGITS:
+        return None
+    if joined.startswith("0") or "\x000" in joined:
+        return None
+    return False
 
 
 def check_success(doc: object) -> dict[str, object]:
@@ -146,6 +220,8 @@ def parse_page(body: bytes) -> Page:
         messages = _LIST_DECODER.decode(raw)
     except msgspec.MsgspecError:
         return parse_page_reference(body)
+    if not messages:
+        return Page(current, total, 0, MappingProxyType({}), 0, None, None, 0)
     statuses = list(map(_STATUS, messages))
     counts = Counter(statuses)
     if len(counts) > MAX_DISTINCT_STATUSES:
@@ -153,30 +229,30 @@ def parse_page(body: bytes) -> Page:
     if not all(map(_label_safe, counts)):
         raise InvalidResponse("a message's 'status' is not valid Unicode")
     dates: list[str] = list(map(_DATE, messages))
-    joined = "".join(dates)
-    lengths = set(map(len, dates))
-    if not (
-        joined.isascii()
-        and not joined.encode("ascii").translate(None, b"0123456789")
-        and (not lengths or (min(lengths) >= 1 and max(lengths) <= MAX_DATE_DIGITS))
-    ):
-        raise InvalidResponse("a message's 'date' is not a Unix time")
-    waiting = compress(dates, map(WAITING.__eq__, statuses)) if WAITING in counts else ()
-    if len(lengths) == 1:  # digit strings of one length compare as their numbers do
-        newest = max(dates, default=None)
-        oldest = min(waiting, default=None)
-    else:
-        newest = max(dates, key=int, default=None)
-        oldest = min(waiting, key=int, default=None)
+    joined = "\x00".join(dates)
+    uniform = _plain_seconds(joined, len(dates))
+    if uniform is None:
+        # Not all plain Unix seconds: the reference path reads the other encodings.
+        return parse_page_reference(body)
+    waiting_dates: tuple[int, ...] = ()
+    if WAITING in counts:
+        waiting_dates = tuple(sorted(map(int, compress(dates, map(WAITING.__eq__, statuses)))))
+    # Digit strings of one length compare as their numbers do.
+    newest = max(dates) if uniform else max(dates, key=int)
+    stops = bytes(map(_STOP, messages))
     return Page(
         current_page=current,
         total=total,
         items=len(messages),
         statuses=MappingProxyType(dict(counts)),
-        stop=countOf(map(_STOP, messages), True),
-        oldest_waiting=None if oldest is None else int(oldest),
-        newest=None if newest is None else int(newest),
+        stop=stops.count(1),
+        oldest_waiting=waiting_dates[0] if waiting_dates else None,
+        newest=int(newest),
         fingerprint=_raw_fingerprint(raw, len(messages)),
+        waiting_dates=waiting_dates,
+        content_key=content_key(statuses, counts, stops, joined),
+        first_date=int(dates[0]),
+        last_date=int(dates[-1]),
     )
 
 
@@ -215,9 +291,10 @@ def aggregate(doc: Mapping[str, object]) -> Page:
         raise InvalidResponse(f"field {LIST_KEY!r} is missing or not a list")
 
     statuses: dict[str, int] = {}
-    stop = 0
-    oldest_waiting: int | None = None
-    newest: int | None = None
+    listed: list[str] = []
+    stops = bytearray()
+    dates: list[int | None] = []
+    waiting_dates: list[int] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidResponse(f"message {index} is not an object")
@@ -236,22 +313,30 @@ def aggregate(doc: Mapping[str, object]) -> Page:
             if not _label_safe(status):
                 raise InvalidResponse(f"message {index}: 'status' is not valid Unicode")
             statuses[status] = 1
-        if stop_sms:
-            stop += 1
-        if newest is None or date > newest:
-            newest = date
-        if status == "Waiting" and (oldest_waiting is None or date < oldest_waiting):
-            oldest_waiting = date
+        listed.append(status)
+        stops.append(int(stop_sms))
+        dates.append(date)
+        if status == WAITING and date is not None:
+            waiting_dates.append(date)
 
+    known = [d for d in dates if d is not None]
+    waiting_dates.sort()
     return Page(
         current_page=current,
         total=total,
         items=len(messages),
         statuses=MappingProxyType(statuses),
-        stop=stop,
-        oldest_waiting=oldest_waiting,
-        newest=newest,
+        stop=stops.count(1),
+        oldest_waiting=waiting_dates[0] if waiting_dates else None,
+        newest=max(known, default=None),
         fingerprint=_fingerprint(messages),
+        waiting_dates=tuple(waiting_dates),
+        waiting_unknown=statuses.get(WAITING, 0) - len(waiting_dates),
+        content_key=content_key(
+            listed, statuses, bytes(stops), "\x00".join("" if d is None else str(d) for d in dates)
+        ),
+        first_date=dates[0] if dates else None,
+        last_date=dates[-1] if dates else None,
     )
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -267,6 +270,12 @@ def outcome(parse, raw: bytes):
         page.stop,
         page.oldest_waiting,
         page.newest,
+        page.waiting_dates,
+        page.waiting_unknown,
+        dict(page.unreadable),
+        page.content_key,
+        page.first_date,
+        page.last_date,
     )
 
 
@@ -309,3 +318,94 @@ def test_a_large_page_of_mixed_date_lengths():
     page = parse_page(body(messages * 1000))
     assert page.newest == 100 and page.oldest_waiting == 7
     assert dict(page.statuses) == {"Waiting": 2000, "Delivered": 1000}
+
+
+def test_waiting_dates_first_and_last_dates():
+    messages = [
+        msg("Waiting", date="300"),
+        msg("Delivered", date="100"),
+        msg("Waiting", date="20"),
+        msg("Waiting", date="300"),
+        msg("Not delivered", date="250"),
+    ]
+    for parse in (parse_page, parse_page_reference):
+        page = parse(body(messages))
+        assert page.waiting_dates == (20, 300, 300)
+        assert page.waiting_unknown == 0
+        assert dict(page.unreadable) == {}
+        assert (page.first_date, page.last_date) == (300, 250)
+        assert page.oldest_waiting == 20 and page.newest == 300
+
+
+def test_a_page_without_messages_has_no_dates_and_key_zero():
+    for raw in (body([]), b'{"success": false, "code": 4, "message": "Message introuvable"}'):
+        for parse in (parse_page, parse_page_reference):
+            page = parse(raw)
+            assert page.waiting_dates == () and page.content_key == 0
+            assert page.first_date is None and page.last_date is None
+
+
+def key(messages, **fields) -> int:
+    fast, reference = parse_page(body(messages, **fields)), parse_page_reference(body(messages))
+    assert fast.content_key == reference.content_key
+    return fast.content_key
+
+
+def test_content_key_ignores_phone_numbers_and_the_header():
+    a = [msg("Delivered", date="100", phone="+33600000001"), msg("Waiting", date="200")]
+    b = [msg("Delivered", date="100", phone="+33699999999"), msg("Waiting", date="200", phone="")]
+    assert key(a) == key(b) == key(a, currentPage=7, total=900)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        [msg("Delivered", date="100"), msg("Delivered", date="200")],  # a status
+        [msg("Waiting", date="200"), msg("Delivered", date="100")],  # the order
+        [msg("Delivered", date="100", stop=True), msg("Waiting", date="200")],  # a STOP
+        [msg("Delivered", date="101"), msg("Waiting", date="200")],  # a date
+        [msg("Delivered", date="1002"), msg("Waiting", date="00")],  # a date's digits moved
+        [msg("Delivered", date="100")],  # a message less
+        [msg("Delivered", date="100"), msg("Waiting", date="200"), msg("Waiting", date="200")],
+    ],
+)
+def test_content_key_changes_with_the_content(changed):
+    assert key(changed) != key([msg("Delivered", date="100"), msg("Waiting", date="200")])
+
+
+def test_content_key_is_not_fooled_by_separators_inside_statuses():
+    pairs = [
+        ([msg("a\x00b"), msg("c")], [msg("a"), msg("b\x00c")]),
+        ([msg("a\x01\x02b"), msg("c")], [msg("a\x00b"), msg("c")]),
+        ([msg("a\x00")], [msg("a\x01\x02")]),
+    ]
+    for left, right in pairs:
+        assert key(left) != key(right)
+
+
+def test_content_key_is_the_same_whichever_path_reads_the_page():
+    documented = [msg("Delivered", date="1517989111"), msg("Waiting", date="1517989101")]
+    as_numbers = [msg("Delivered", date=1517989111), msg("Waiting", date=1517989101)]
+    assert key(documented) == key(as_numbers)  # the second is read by the reference path
+
+
+def test_content_key_is_stable_across_processes_and_fits_sqlite():
+    # Kept in a state file: Python's salted hash() would change at every restart.
+    raw = body([msg("Delivered", date="100"), msg("Waiting", date="200", stop=True)])
+    script = (
+        "import sys; from smsp_exporter.parse import parse_page; "
+        "print(parse_page(sys.stdin.buffer.read()).content_key)"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            input=raw,
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert seen == {str(parse_page(raw).content_key).encode()}
+    big = [msg(date=str(n)) for n in range(1, 200)]
+    assert all(-(2**63) <= key(big[:n]) < 2**63 for n in range(1, 200))
