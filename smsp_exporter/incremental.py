@@ -44,7 +44,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -72,7 +72,6 @@ MAX_FILL_PASSES = 3
 MAX_STATUSES = 127  # distinct statuses a tag's table holds (parse caps a page's far lower)
 
 ORDERS = ("unknown", "oldest", "newest", "whole")
-_TAG_COUNTS_FIELDS = frozenset(f.name for f in fields(TagCounts))
 
 
 class Inconsistent(Exception):
@@ -189,22 +188,13 @@ def _agrees(page: Page, detail: Detail) -> bool:
         return False
     waiting = sorted(d for s, d in zip(detail.statuses, detail.dates, strict=True) if s == WAITING)
     known = [d for d in waiting if d]
-    if hasattr(page, "waiting_dates"):
-        if tuple(known) != tuple(page.waiting_dates):
-            return False
-        if len(waiting) - len(known) != getattr(page, "waiting_unknown", 0):
-            return False
-    elif known and page.oldest_waiting is not None and known[0] != page.oldest_waiting:
+    if tuple(known) != tuple(page.waiting_dates):
         return False
-    unreadable = getattr(page, "unreadable", None)
-    if unreadable is not None:
-        if detail.stops.count(2) != unreadable.get("stopSMS", 0):
-            return False
-        if detail.dates.count(0) != unreadable.get("date", 0):
-            return False
-    elif detail.stops.count(2) or detail.dates.count(0):
+    if len(waiting) - len(known) != page.waiting_unknown:
         return False
-    return True
+    if detail.stops.count(2) != page.unreadable.get("stopSMS", 0):
+        return False
+    return detail.dates.count(0) == page.unreadable.get("date", 0)
 
 
 # -- what is kept of a tag -----------------------------------------------------------------
@@ -969,14 +959,7 @@ class _Job:
                             unknown += 1
         waiting_dates.sort()
         statuses = {st.statuses[c]: n for c, n in by_code.items()}
-        extra: dict[str, Any] = {}
-        if "waiting_dates" in _TAG_COUNTS_FIELDS:
-            extra["waiting_dates"] = tuple(waiting_dates)
-        if "waiting_unknown" in _TAG_COUNTS_FIELDS:
-            extra["waiting_unknown"] = unknown
-        if "unreadable" in _TAG_COUNTS_FIELDS:
-            unreadable = {k: v for k, v in (("date", bad_dates), ("stopSMS", bad_stops)) if v}
-            extra["unreadable"] = MappingProxyType(unreadable)
+        unreadable = {k: v for k, v in (("date", bad_dates), ("stopSMS", bad_stops)) if v}
         return TagCounts(
             tag=self.tag,
             statuses=MappingProxyType(statuses),
@@ -988,7 +971,9 @@ class _Job:
             total_reported=self.latest_total if self.latest_total is not None else st.total,
             oldest_waiting=waiting_dates[0] if waiting_dates else None,
             newest=newest or None,
-            **extra,
+            waiting_dates=array("q", waiting_dates),
+            waiting_unknown=unknown,
+            unreadable=MappingProxyType(unreadable),
         )
 
 

@@ -377,3 +377,20 @@ def test_a_state_file_that_fails_at_run_time_falls_back_to_memory(sim, tmp_path,
         assert made <= 6  # still incremental, from memory
     errors = [r for r in caplog.records if "state file" in r.getMessage()]
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("order", ["oldest", "newest"])
+def test_reused_pages_give_what_a_whole_read_gives(sim, order):
+    sim.add_tag(
+        TagSpec("otp", 20_000, rate=20.0, start=-800, delivered=0.9, not_delivered=0.07, stop=0.0)
+    )
+    with Exporter(config(sim, ["otp"])) as exporter:
+        for seconds in (0, 10, 7, 10):
+            sim.advance(seconds)
+            _, states = run(exporter, sim)
+        ours = states["otp"].counts
+        whole = exporter.client.fetch_tags(["otp"])["otp"]
+    assert ours.messages == whole.messages == sim.expected("otp")["total"]
+    for name in ("statuses", "stop", "oldest_waiting", "newest", "waiting_unknown", "unreadable"):
+        assert getattr(ours, name) == getattr(whole, name), name
+    assert list(ours.waiting_dates) == list(whole.waiting_dates)
