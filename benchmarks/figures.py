@@ -456,13 +456,19 @@ def incremental(
     with SimulatorProcess(page_size=PAGE_SIZE) as sim, tempfile.TemporaryDirectory() as tmp:
         sim.add_tags([spec])
         config = make_config(
-            sim.url, ["long"], collection={"state_file": f"{tmp}/state.db"}, concurrency=8
+            sim.url,
+            ["long"],
+            collection={"state_file": f"{tmp}/state.db"},
+            concurrency=8,
+            max_pages=5000,
         )
         steady, changeable = [], []
         exporter = Exporter(config)
         try:
             sim.call("reset_stats")
-            exporter.poller.run_round(3600.0)
+            # The first read: at most api.max_pages pages a round, as many rounds as it takes.
+            while exporter.poller.run_round(3600.0).tags[0].counts is None:
+                pass
             whole = sim.stats()["requests"]
             for _ in range(rounds):
                 state = exporter.poller.incremental.tags["long"]

@@ -533,9 +533,6 @@ class _Job:
                 if st.size and page.items != st.size:
                     raise Inconsistent("page_size", listing=False)
                 st.size = page.items
-            pages = math.ceil(total / st.size) if st.size else 1
-            if pages > self.reader.client.api.max_pages:
-                raise Inconsistent("page_cap", listing=False)
         self._check_size(number, page.items, total, first)
         lo, hi = self._range(number, total, page.items)
         by_idx = detail.reversed() if self._order() == "newest" else detail
@@ -639,6 +636,10 @@ class _Job:
         pages: set[int] = set()
         for lo, hi in want:
             pages.update(self._pages_for(lo, min(hi, total), total))
+        if not st.complete:
+            # api.max_pages bounds what a first read asks in one round: the rest comes next.
+            room = max(0, self.reader.client.api.max_pages - len(self.requested))
+            return sorted(pages - self.requested)[:room]
         return sorted(pages)
 
     def _audit(self, frozen: list[int]) -> list[tuple[int, int]]:
