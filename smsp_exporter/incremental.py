@@ -407,7 +407,7 @@ class _Job:
         self.reads: list[tuple[int, int, Detail, int]] = []  # (lo, hi, detail by idx, total)
         self.want: list[tuple[int, int]] = []  # the send-index ranges this round needs
         self.requested: set[int] = set()
-        self.fingerprints: set[int] = set()
+        self.fingerprints: dict[int, int] = {}  # content fingerprint -> page number
         self.latest_total: int | None = None
         self.error: UpstreamError | None = None
         self.whole: TagPager | None = None
@@ -517,23 +517,24 @@ class _Job:
             raise Inconsistent("detail_unreadable", listing=False)
         if page.current_page not in (None, number):
             raise Inconsistent("page_ignored")
-        if page.items and page.fingerprint in self.fingerprints:
-            raise Inconsistent("page_ignored")
-        if page.items:
-            self.fingerprints.add(page.fingerprint)
+        if page.items and self.fingerprints.setdefault(page.fingerprint, number) != number:
+            raise Inconsistent("page_ignored")  # another page's content: `page` ignored
         total = page.total if page.total is not None else page.items
-        if self.latest_total is not None and total < self.latest_total:
+        # Answers to concurrent requests come back in any order: a total below another
+        # answer's says nothing, one below what earlier rounds saw says messages went away.
+        if total < (st.label_total if st.order == "unknown" else st.total):
             raise Inconsistent("shrink", listing=False)
         self.latest_total = total if self.latest_total is None else max(self.latest_total, total)
         first = not self.reads and not self.detecting
-        if first:
-            if total < (st.label_total if st.order == "unknown" else st.total):
-                raise Inconsistent("shrink", listing=False)
-            if number == 1 and total > page.items:
-                if st.size and page.items != st.size:
-                    raise Inconsistent("page_size", listing=False)
-                st.size = page.items
+        if first and number == 1 and total > page.items:
+            if st.size and page.items != st.size:
+                raise Inconsistent("page_size", listing=False)
+            st.size = page.items
         self._check_size(number, page.items, total, first)
+        if not first and st.order == "unknown" and not self.detecting and total != st.label_total:
+            # The tag grew while the round ran and its order is not known yet: where this page
+            # sits is not known either. Dropped; the next round detects the order.
+            return []
         lo, hi = self._range(number, total, page.items)
         by_idx = detail.reversed() if self._order() == "newest" else detail
         self.reads.append((lo, hi, by_idx, total))
@@ -670,31 +671,40 @@ class _Job:
         return self._ask(pages)
 
     def _detect(self) -> list[int]:
-        """Every detection page is in: which order explains them?"""
+        """Every detection page is in: which order explains them? Each answer is placed with
+        its own total (the tag may grow between two requests)."""
         st = self.state
         assert st is not None
         self.detecting = False
         first = st.segments[0]
         n = first.hi - first.lo
-        positions: dict[int, tuple[str, int, int]] = {}
-        total = None
-        for lo, hi, detail, read_total in self.reads:
-            total = read_total if total is None else total
-            if read_total != total:
-                raise Inconsistent("moved_during_detection", listing=False)
-            for j in range(hi - lo):  # reads are in position order while unknown
-                positions[lo + j] = (detail.statuses[j], detail.stops[j], detail.dates[j])
-        assert total is not None
-        growth = total - st.label_total
+        label = st.label_total
+        by_position: dict[int, tuple[str, int, int]] = {}  # oldest first: idx = position
+        by_newest: dict[int, tuple[str, int, int]] = {}  # newest first: idx = total-1-position
+        for lo, hi, detail, read_total in self.reads:  # by position while the order is unknown
+            for j in range(hi - lo):
+                row = (detail.statuses[j], detail.stops[j], detail.dates[j])
+                by_position[lo + j] = row
+                by_newest[read_total - 1 - (lo + j)] = row
+        total = max(read[3] for read in self.reads)
 
-        def view(at: int) -> Detail | None:
-            if any(p not in positions for p in range(at, at + n)):
+        def view(rows: dict[int, tuple[str, int, int]], keys: list[int]) -> Detail | None:
+            if any(k not in rows for k in keys):
                 return None
-            rows = [positions[p] for p in range(at, at + n)]
-            dates = array("q", (r[2] for r in rows))
-            return Detail(tuple(r[0] for r in rows), bytes(r[1] for r in rows), dates)
+            picked = [rows[k] for k in keys]
+            dates = array("q", (r[2] for r in picked))
+            return Detail(tuple(r[0] for r in picked), bytes(r[1] for r in picked), dates)
 
-        oldest, newest = view(0), view(growth)
+        # The kept first segment: positions [0, n) at the total `label`.
+        newest_keys = [label - 1 - p for p in range(n)]
+        oldest, newest = view(by_position, list(range(n))), view(by_newest, newest_keys)
+        if newest is None and self.passes < MAX_FILL_PASSES:
+            # The tag grew between requests: ask for where those messages are now.
+            self.passes += 1
+            self.detecting = True
+            size = st.size or max(1, n)
+            wanted = {total - 1 - k for k in newest_keys}  # their positions now
+            return self._ask_again({p // size + 1 for p in wanted})
         fits_oldest = oldest is not None and check_same(first, st.statuses, oldest) is None
         fits_newest = newest is not None and check_same(first, st.statuses, newest) is None
         log.info(
@@ -703,27 +713,23 @@ class _Job:
         )
         if fits_oldest and fits_newest:
             # Both read alike (e.g. nothing but Waiting messages): start again at this total.
-            self.state = TagState(size=st.size, label_total=total)
-            self.reads = [r for r in self.reads if r[3] == total]
+            self.state = TagState(size=st.size)
             self.reads = []
             return self._restart(total)
         if not (fits_oldest or fits_newest):
             raise Inconsistent("order_undetected")
-        label = st.label_total
         if fits_newest:
             st.order = "newest"
             relabelled = []
             for seg in st.segments:
-                codes = seg.codes[::-1]
-                stops = seg.stops[::-1]
                 dates = array("q", seg.dates)
                 dates.reverse()
                 relabelled.append(
                     Segment(
                         label - seg.hi,
                         label - seg.lo,
-                        codes,
-                        stops,
+                        seg.codes[::-1],
+                        seg.stops[::-1],
                         dates,
                         seg.read_at,
                         seg.ref,
@@ -732,9 +738,9 @@ class _Job:
                     )
                 )
             st.segments = sorted(relabelled, key=lambda s: s.lo)
-            # The detection reads were by position: turn them to send indices.
+            # The detection reads were by position: to send indices, each with its total.
             self.reads = [
-                (total - hi, total - lo, detail.reversed(), t) for lo, hi, detail, t in self.reads
+                (t - hi, t - lo, detail.reversed(), t) for lo, hi, detail, t in self.reads
             ]
         else:
             st.order = "oldest"
@@ -742,6 +748,12 @@ class _Job:
         st.dirty = True
         log.info("listing order detected", extra={"tag": self.tag, "order": st.order})
         return self._ask(self._needed_pages(total))
+
+    def _ask_again(self, numbers: Iterable[int]) -> list[int]:
+        """Pages asked anew even if asked before this round (they moved since)."""
+        out = sorted(set(numbers))
+        self.requested.update(out)
+        return out
 
     def _restart(self, total: int) -> list[int]:
         self.requested.clear()
@@ -817,6 +829,11 @@ class _Job:
                 )
         if self.error is not None and st.complete:
             return self.error, RoundInfo("incremental", st.order, self.fetched)
+        if st.complete and st.covered() != (st.segments[-1].hi if st.segments else 0):
+            # A hole (pages that moved while the round ran and could not be caught up): the
+            # counts would miss messages. None this round; the next one fills it.
+            error = DeadlineExceeded("pages moved while the round ran")
+            return error, RoundInfo("incremental", st.order, self.fetched)
         covered = st.covered()
         known = max([st.total, self.latest_total or 0, covered])
         if not st.complete:

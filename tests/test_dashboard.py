@@ -93,6 +93,11 @@ def test_panels_cover_what_operators_ask_for():
         "sms_last_status_timestamp_seconds",
         "sms_account_credits",
         "sms_account_balance",
+        "sms_collection_pages_fetched_total",
+        "sms_collection_pages_reused_total",
+        "sms_collection_listing_order",
+        "sms_collection_first_read_ratio",
+        "sms_collection_fallbacks_total",
     ):
         assert needed in exprs
 
