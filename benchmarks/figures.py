@@ -460,7 +460,7 @@ def incremental(
             ["long"],
             collection={"state_file": f"{tmp}/state.db"},
             concurrency=8,
-            max_pages=5000,
+            max_pages=20_000,
         )
         steady, changeable = [], []
         exporter = Exporter(config)

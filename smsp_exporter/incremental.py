@@ -530,6 +530,9 @@ class _Job:
             if st.size and page.items != st.size:
                 raise Inconsistent("page_size", listing=False)
             st.size = page.items
+        if first and st.size and math.ceil(total / st.size) > self.reader.client.api.max_pages:
+            # Beyond api.max_pages the tag is cut, as a whole read cuts it (and says so).
+            raise Inconsistent("page_cap", listing=False)
         self._check_size(number, page.items, total, first)
         if not first and st.order == "unknown" and not self.detecting and total != st.label_total:
             # The tag grew while the round ran and its order is not known yet: where this page
@@ -549,7 +552,7 @@ class _Job:
         try:
             if self.detecting:
                 return self._detect()
-            more = self.gaps()
+            more = self.gaps() or self._refresh()
             if more:
                 return more
             self.reused = self._merge()
@@ -637,10 +640,6 @@ class _Job:
         pages: set[int] = set()
         for lo, hi in want:
             pages.update(self._pages_for(lo, min(hi, total), total))
-        if not st.complete:
-            # api.max_pages bounds what a first read asks in one round: the rest comes next.
-            room = max(0, self.reader.client.api.max_pages - len(self.requested))
-            return sorted(pages - self.requested)[:room]
         return sorted(pages)
 
     def _audit(self, frozen: list[int]) -> list[tuple[int, int]]:
@@ -782,6 +781,36 @@ class _Job:
             pages.update(self._pages_for(lo, hi, total))
         self.requested.difference_update(pages)
         return self._ask(pages)
+
+    def _refresh(self) -> list[int]:
+        """A first read about to end: read again the pages an earlier round of it read that
+        may have had reports since, so that its first counts are as fresh as any round's."""
+        st = self.state
+        assert st is not None
+        if st.complete or not self.reads or self.passes >= MAX_FILL_PASSES:
+            return []
+        total = max(r[3] for r in self.reads)
+        spans = sorted((lo, hi) for lo, hi, _, _ in self.reads)
+        end = 0
+        for seg in st.segments:  # would the reads fill every hole?
+            if seg.lo > end and not _within(end, seg.lo, spans):
+                return []
+            end = max(end, seg.hi)
+        if end < total and not _within(end, total, spans):
+            return []
+        stale = [
+            (seg.lo, seg.hi)
+            for seg in st.segments
+            if seg.live and seg.read_at < self.now and not _within(seg.lo, seg.hi, spans)
+        ]
+        if not stale:
+            return []
+        self.passes += 1
+        pages: set[int] = set()
+        for lo, hi in stale:
+            pages.update(self._pages_for(lo, hi, total))
+        self.want.extend(stale)
+        return self._ask_again(pages)
 
     def _uncovered(self, total: int) -> list[tuple[int, int]]:
         """Send-index ranges this round wanted that no read covers: newest-first, pages read
@@ -993,6 +1022,18 @@ class _Job:
             waiting_unknown=unknown,
             unreadable=MappingProxyType(unreadable),
         )
+
+
+def _within(lo: int, hi: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether the sorted ``spans`` cover ``[lo, hi)`` whole."""
+    for a, b in spans:
+        if a > lo:
+            return False
+        if b > lo:
+            lo = b
+        if lo >= hi:
+            return True
+    return lo >= hi
 
 
 def _coalesce(segments: list[Segment], size: int) -> list[Segment]:
