@@ -59,11 +59,11 @@ log = logging.getLogger(__name__)
 WAITING = "Waiting"
 # A report seen on a message that was Waiting must be dated no earlier than that read less this
 # (seconds): the API's clock and ours, and the time a report takes to show, may differ.
-REPORT_SLACK = 600
+REPORT_SLACK = 3600
 # Frozen segments re-read each round: at least AUDIT_MIN, and enough for a whole cycle in
 # AUDIT_CYCLE rounds.
 AUDIT_MIN = 1
-AUDIT_CYCLE = 500
+AUDIT_CYCLE = 250
 # After an inconsistency in how the API lists a tag, whole reads for this long (s) before the
 # incremental way is tried again.
 WHOLE_READS_FOR = 3600.0
