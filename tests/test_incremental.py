@@ -418,3 +418,71 @@ def test_a_tag_growing_while_each_round_runs_is_never_miscounted(sim, order):
             _, states = run(exporter, sim)
     exact(states["vite"], sim, "vite", stop=False)
     assert states["vite"].incremental.order == order
+
+
+# -- the checks, one rule at a time ----------------------------------------------------------
+
+
+def kept_segment(rows, ref=1000):
+    from array import array
+
+    statuses = sorted({status for status, _, _ in rows})
+    segment = incremental.Segment(
+        0,
+        len(rows),
+        bytes(statuses.index(status) for status, _, _ in rows),
+        bytes(stop for _, stop, _ in rows),
+        array("q", (date for _, _, date in rows)),
+        read_at=ref,
+        ref=ref,
+        unknown_seen=None,
+    )
+    return segment, statuses
+
+
+def detail(rows):
+    from array import array
+
+    return incremental.Detail(
+        tuple(s for s, _, _ in rows),
+        bytes(x for _, x, _ in rows),
+        array("q", (d for *_, d in rows)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reason"),
+    [
+        ([("Delivered", 0, 900)], [("Delivered", 1, 900)], None),  # a late STOP
+        ([("Delivered", 1, 900)], [("Delivered", 0, 900)], "stop_vanished"),
+        ([("Delivered", 0, 900)], [("Not delivered", 0, 900)], "status_changed"),
+        ([("Delivered", 0, 900)], [("Delivered", 0, 901)], "date_changed"),
+        ([("Waiting", 0, 900)], [("Waiting", 0, 900)], None),
+        ([("Waiting", 0, 900)], [("Waiting", 0, 950)], "waiting_date_changed"),
+        ([("Waiting", 0, 900)], [("Delivered", 0, 1200)], None),  # its report
+        ([("Waiting", 0, 900)], [("Delivered", 0, 899)], "report_before_sending"),
+        ([("Waiting", 0, 0)], [("Delivered", 0, 1500)], None),  # unknown date: a report
+    ],
+)
+def test_what_a_message_read_again_may_have_become(before, after, reason):
+    kept, statuses = kept_segment(before, ref=1000)
+    assert incremental.check_same(kept, statuses, detail(after), slack=0) == reason
+
+
+def test_a_report_dated_well_before_the_read_that_saw_it_waiting_is_a_shift():
+    # A neighbour's old report slid into a position seen Waiting: not a report that arrived.
+    kept, statuses = kept_segment([("Waiting", 0, 900)], ref=100_000)
+    shifted = detail([("Delivered", 0, 950)])
+    assert incremental.check_same(kept, statuses, shifted) == "report_before_last_read"
+
+
+def test_pieces_paint_later_reads_over_earlier_ones():
+    a = detail([("Delivered", 0, 1)] * 4)
+    b = detail([("Waiting", 0, 2)] * 4)
+    pieces = incremental._paint([(0, 4, a, 4), (2, 6, b, 6)])
+    assert [(lo, hi, d.statuses) for lo, hi, d in pieces] == [
+        (0, 2, ("Delivered",) * 2),
+        (2, 6, ("Waiting",) * 4),
+    ]
+    assert incremental._within(0, 6, [(0, 2), (2, 6)])
+    assert not incremental._within(0, 6, [(0, 2), (3, 6)])
