@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import itertools
 import json
 import logging
 import math
@@ -69,6 +70,11 @@ AUDIT_CYCLE = 250
 WHOLE_READS_FOR = 3600.0
 # Extra request passes a round may make for messages that moved while it ran (newest-first).
 MAX_FILL_PASSES = 3
+# Dates are kept as unsigned 32-bit Unix seconds (until 2106): 4 bytes a message. A date
+# beyond reads as unknown here, which parse_page's aggregates then contradict: the page is
+# read whole instead (see _agrees).
+DATES = "I"
+MAX_DATE = 2**32 - 1
 MAX_STATUSES = 127  # distinct statuses a tag's table holds (parse caps a page's far lower)
 
 ORDERS = ("unknown", "oldest", "newest", "whole")
@@ -98,7 +104,7 @@ class Detail:
         return len(self.statuses)
 
     def reversed(self) -> Detail:
-        dates = array("q", self.dates)
+        dates = array(DATES, self.dates)
         dates.reverse()
         return Detail(self.statuses[::-1], self.stops[::-1], dates)
 
@@ -106,7 +112,7 @@ class Detail:
         return Detail(self.statuses[start:end], self.stops[start:end], self.dates[start:end])
 
 
-EMPTY_DETAIL = Detail((), b"", array("q"))
+EMPTY_DETAIL = Detail((), b"", array(DATES))
 
 
 class Read(NamedTuple):
@@ -147,15 +153,17 @@ def _date(value: object) -> int:
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value if 0 < value < 10**12 else 0
+        return value if 0 < value <= MAX_DATE else 0
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit() and len(text) <= 12:
-            return int(text)
+            number = int(text)
+            return number if number <= MAX_DATE else 0
         try:
-            return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+            number = calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
         except (ValueError, OverflowError):
             return 0
+        return number if 0 < number <= MAX_DATE else 0
     return 0
 
 
@@ -174,9 +182,12 @@ def parse_detailed(body: bytes) -> Read:
             messages = [(m.get("status"), m.get("stopSMS"), m.get("date")) for m in doc[LIST_KEY]]
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return Read(page, None)
-    statuses = tuple(status for status, _, _ in messages)
+    # One object per distinct status: a page's tuple then costs 8 bytes a message, not a string
+    # each (a first read holds every page until its round ends).
+    canonical: dict[str, str] = {}
+    statuses = tuple(canonical.setdefault(status, status) for status, _, _ in messages)
     stops = bytes(_stop(stop) for _, stop, _ in messages)
-    dates = array("q", (_date(date) for _, _, date in messages))
+    dates = array(DATES, (_date(date) for _, _, date in messages))
     detail = Detail(statuses, stops, dates)
     return Read(page, detail if _agrees(page, detail) else None)
 
@@ -557,6 +568,7 @@ class _Job:
                 return more
             self.reused = self._merge()
             self.settled = True
+            self.reads = []  # folded in: let the pages go
             return []
         except Inconsistent as err:
             return self.fail(err)
@@ -691,7 +703,7 @@ class _Job:
             if any(k not in rows for k in keys):
                 return None
             picked = [rows[k] for k in keys]
-            dates = array("q", (r[2] for r in picked))
+            dates = array(DATES, (r[2] for r in picked))
             return Detail(tuple(r[0] for r in picked), bytes(r[1] for r in picked), dates)
 
         # The kept first segment: positions [0, n) at the total `label`.
@@ -721,7 +733,7 @@ class _Job:
             st.order = "newest"
             relabelled = []
             for seg in st.segments:
-                dates = array("q", seg.dates)
+                dates = array(DATES, seg.dates)
                 dates.reverse()
                 relabelled.append(
                     Segment(
@@ -895,8 +907,14 @@ class _Job:
         kept: list[Segment] = []
         reused = 0
         mismatch_tag = self.tag
+        his = [p[1] for p in pieces]  # disjoint and sorted: their ends are sorted too
         for seg in st.segments:
-            overlapping = [p for p in pieces if p[0] < seg.hi and seg.lo < p[1]]
+            start = bisect.bisect_right(his, seg.lo)
+            overlapping = []
+            for p in pieces[start:]:
+                if p[0] >= seg.hi:
+                    break
+                overlapping.append(p)
             if not overlapping:
                 kept.append(seg)
                 reused += 1
@@ -1072,6 +1090,9 @@ def _coalesce(segments: list[Segment], size: int) -> list[Segment]:
 
 def _paint(reads: list[tuple[int, int, Detail, int]]) -> list[tuple[int, int, Detail]]:
     """The reads as disjoint pieces by send index; a later read wins where two overlap."""
+    ordered = sorted((r for r in reads if r[1] > r[0]), key=lambda r: r[0])
+    if all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)):
+        return [(lo, hi, detail) for lo, hi, detail, _ in ordered]  # the usual case: disjoint
     pieces: list[tuple[int, int, Detail]] = []
     for lo, hi, detail, _ in reads:
         if hi <= lo:

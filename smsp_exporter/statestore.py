@@ -27,12 +27,12 @@ from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .incremental import ORDERS, Segment, TagState
+from .incremental import DATES, ORDERS, Segment, TagState
 
 log = logging.getLogger(__name__)
 
 FORMAT = "smsp-exporter-state"
-VERSION = 1
+VERSION = 1  # dates as native-endian uint32 (array "I")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,7 +175,7 @@ class StateStore:
                 state = states.get(tag)
                 if state is None:
                     continue
-                dates_array = array("q")
+                dates_array = array(DATES)
                 dates_array.frombytes(dates)
                 n = hi - lo
                 if not (
