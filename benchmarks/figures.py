@@ -434,7 +434,11 @@ def concurrent_scrapes(
 
 
 def incremental(
-    messages: int = 1_000_000, rate: float = 20.0, rounds: int = 5, interval: float = 10.0
+    messages: int = 1_000_000,
+    rate: float = 20.0,
+    rounds: int = 5,
+    interval: float = 10.0,
+    order: str = "oldest",
 ) -> list[Figure]:
     """One long-lived tag of ``messages`` (pages of 100) growing by ``rate`` a second: what a
     steady round asks against the pages that can change, against a whole read, and after a
@@ -452,6 +456,7 @@ def incremental(
         not_delivered=0.05,
         stop=0.0,
         report_delay=30.0,
+        order=order,
     )
     with SimulatorProcess(page_size=PAGE_SIZE) as sim, tempfile.TemporaryDirectory() as tmp:
         sim.add_tags([spec])
