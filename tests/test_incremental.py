@@ -486,3 +486,19 @@ def test_pieces_paint_later_reads_over_earlier_ones():
     ]
     assert incremental._within(0, 6, [(0, 2), (2, 6)])
     assert not incremental._within(0, 6, [(0, 2), (3, 6)])
+
+
+def test_a_tag_leaving_the_round_drops_its_state(sim, tmp_path):
+    # What a rolling tag leaving its window does: the round's tags no longer hold it.
+    for name in ("jour-1", "jour-2"):
+        sim.add_tag(TagSpec(name, 500, rate=20.0, start=-100, report_delay=1))
+    cfg = config(sim, ["jour-1", "jour-2"], state_file=str(tmp_path / "state.db"))
+    with Exporter(cfg) as exporter:
+        run(exporter, sim)
+        assert set(exporter.poller.incremental.tags) == {"jour-1", "jour-2"}
+        exporter.poller.round_tags = lambda now=None: {"jour-2": "jour-{date}"}
+        _, states = run(exporter, sim)
+        assert set(states) == {"jour-2"}
+        assert set(exporter.poller.incremental.tags) == {"jour-2"}
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert {row[0] for row in db.execute("SELECT DISTINCT tag FROM segments")} == {"jour-2"}
