@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .account import account_families
 from .incremental import incremental_families
+from .parse import UNREADABLE_FIELDS
 from .snapshot import Snapshot, Source
 
 # Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
@@ -67,8 +68,9 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
     )
     errors = CounterMetricFamily(
         "sms_api_errors",
-        "Failed collections of the tag, by reason (timeout, connection, invalid_response, "
-        "deadline, http_<status>, api_code_<code>)",
+        "Failed collections of the tag, by reason, from a fixed set: timeout, connection, "
+        "invalid_response, deadline, redirect, response_too_large, http_<status> (standard "
+        "4xx/5xx) or http_other, api_code_<code> (documented codes) or api_code_other",
         labels=["tag", "reason"],
     )
     truncations = CounterMetricFamily(
@@ -79,13 +81,23 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
     oldest_waiting = GaugeMetricFamily(
         "sms_oldest_waiting_timestamp_seconds",
         "Oldest 'date' (Unix time) among the tag's messages still Waiting for a delivery report; "
-        "absent when none waits" + note,
+        "absent when none waits; messages without a readable date are left out "
+        "(sms_unreadable_fields)" + note,
         labels=["tag"],
     )
     newest = GaugeMetricFamily(
         "sms_last_status_timestamp_seconds",
-        "Newest 'date' (Unix time) among the tag's messages: its latest send or report" + note,
+        "Newest 'date' (Unix time) among the tag's messages: its latest send or report; "
+        "messages without a readable date are left out (sms_unreadable_fields)" + note,
         labels=["tag"],
+    )
+    # A gauge, not a counter of rounds: exact when a collection reuses pages read before.
+    unreadable = GaugeMetricFamily(
+        "sms_unreadable_fields",
+        "Messages of the tag whose field (date, stopSMS) was missing, null, empty or "
+        "unreadable: still counted in sms_status_total, left out of sms_stop_total (stopSMS) "
+        "and of the date timestamps (date)" + note,
+        labels=["tag", "field"],
     )
     for state in snapshot.tags:
         tag = state.tag
@@ -108,6 +120,8 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
                 oldest_waiting.add_metric([tag], float(counts.oldest_waiting))
             if counts.newest is not None:
                 newest.add_metric([tag], float(counts.newest))
+            for name in UNREADABLE_FIELDS:
+                unreadable.add_metric([tag, name], float(counts.unreadable.get(name, 0)))
         for reason in COMMON_ERROR_REASONS:
             errors.add_metric([tag, reason], float(state.errors.get(reason, 0)))
         for reason, value in sorted(state.errors.items()):
@@ -136,6 +150,7 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         oldest_waiting,
         newest,
         *incremental_families(snapshot.tags),
+        unreadable,
     ]
     _label_templates(per_tag, snapshot)
     account = list(account_families(snapshot.account)) if snapshot.account is not None else []

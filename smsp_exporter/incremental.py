@@ -43,11 +43,11 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -979,7 +979,7 @@ class _Job:
                 if old is None or old.codes[idx - old.lo] != waiting or old.dates[idx - old.lo]:
                     seen.append(self.now)
                 else:
-                    seen.append(old.unknown_seen)
+                    seen.append(old.unknown_seen if old.unknown_seen is not None else self.now)
             seg.unknown_seen = max(seen) if seen else None
 
     def _segment(self, lo: int, hi: int, detail: Detail, now: float, ref: int) -> Segment:
@@ -1120,7 +1120,7 @@ class IncrementalReader:
         client: SmsPartnerClient,
         shared: IncrementalState,
         report_deadline: float,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.shared = shared
@@ -1145,7 +1145,8 @@ class IncrementalReader:
             job = jobs[tag]
             if job.started is None:
                 job.started = time.monotonic()
-            return self.client.fetch_page(tag, number, deadline, parse=parse_detailed)
+            # fetch_page returns what `parse` makes of the body: here a Read.
+            return cast(Read, self.client.fetch_page(tag, number, deadline, parse=parse_detailed))
 
         def submit(tag: str, numbers: list[int]) -> None:
             job = jobs[tag]

@@ -4,25 +4,35 @@ The body is validated as it is aggregated: any shape we do not understand raises
 :class:`InvalidResponse` (never another exception), an error body raises :class:`ApiCodeError`.
 Phone numbers are read by nobody: only ``status``, ``stopSMS`` and ``date`` are looked at.
 
+Strict where it changes the counts (the shape, ``success``/``code``, the list, each message's
+status), tolerant elsewhere: ``stopSMS`` and ``date`` are read from every plausible encoding
+(:func:`read_stop`, :func:`read_date`), and a value that is null, empty, missing or unreadable
+is *unknown* (counted in :attr:`Page.unreadable`), never a broken page.
+
 Two paths give the same answer. The fast one decodes the body with msgspec straight into
-structs holding only ``status``, ``stopSMS`` and ``date`` (phone numbers are skipped by the
-decoder, never made into Python objects), with the per-message checks done by the decoder,
-then aggregates with C-level iteration: faster than ``json.loads`` alone. Anything it does not
-take as is (an error body, a date sent as a number, a shape it rejects) goes to the reference
-path, ``json.loads`` and plain Python, which decides what is valid.
+structs holding only ``status`` (or ``statut``), ``stopSMS`` and ``date`` (phone numbers are
+skipped by the decoder, never made into Python objects), with the per-message checks done by
+the decoder, then aggregates with C-level iteration: faster than ``json.loads`` alone, for the
+documented encoding (booleans, dates as strings of digits). Other values are read one by one
+with the reference path's own readers. Anything it does not take (an error body, a shape it
+rejects) goes to the reference path, ``json.loads`` and plain Python, which decides what is
+valid.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import attrgetter
+from datetime import datetime
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from types import MappingProxyType
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -37,6 +47,15 @@ MAX_DISTINCT_STATUSES = 50
 # "Message not found": what the API answers for a tag without any message.
 CODE_NOT_FOUND = 4
 MAX_DATE_DIGITS = 12
+# Longer than any ISO 8601 date with microseconds and an offset: not a date.
+MAX_DATE_TEXT = 40
+# The time zone of a date written without one: SMS Partner is in France, and its
+# message-status endpoint writes local times ("2015-02-07 22:39:46").
+API_TIME_ZONE = ZoneInfo("Europe/Paris")
+# The fields read leniently, as named in Page.unreadable and in the metrics.
+DATE = "date"
+STOP = "stopSMS"
+UNREADABLE_FIELDS = (DATE, STOP)
 WAITING = "Waiting"
 # Bytes of the message list hashed, at its start, middle and end, into a page's fingerprint.
 FINGERPRINT_SLICE = 1024
@@ -126,14 +145,69 @@ def _int_field(value: object, key: str) -> int | None:
     return number
 
 
-def _date(value: object, index: int) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        if len(value) > MAX_DATE_DIGITS:
-            raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
+def _seconds(number: int) -> int | None:
+    """Unix seconds from a number of seconds (up to 12 digits) or milliseconds (13 digits);
+    None for 0, a negative number or a longer one (0 is what a back end writes for "none")."""
+    if 1 <= number < 10**MAX_DATE_DIGITS:
+        return number
+    if 10**MAX_DATE_DIGITS <= number < 10 ** (MAX_DATE_DIGITS + 1):
+        return number // 1000
+    return None
+
+
+def read_date(value: object) -> int | None:
+    """A message's ``date`` as Unix seconds, or None when it is unknown: null, empty, missing
+    (the caller passes None) or unreadable.
+
+    Read: Unix seconds as an integer, a float or a string of digits; milliseconds (13 digits);
+    ISO 8601 and the API's other format ``YYYY-MM-DD HH:MM:SS``, in the time zone shown or
+    else Europe/Paris (where SMS Partner is)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _seconds(value)
+    if isinstance(value, float):
+        return _seconds(int(value)) if math.isfinite(value) else None
+    if not isinstance(value, str) or not value.isascii() or len(value) > MAX_DATE_TEXT:
+        return None
+    if value.isdigit():
+        return _seconds(int(value))
+    try:
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=API_TIME_ZONE)
+        return _seconds(math.floor(when.timestamp()))
+    except (ValueError, OverflowError):
+        return None
+
+
+def read_stop(value: object) -> int:
+    """A message's ``stopSMS`` as 0 or 1, or :data:`STOP_UNKNOWN`: read from a boolean, 0 or 1,
+    and the strings ``"0"``, ``"1"``, ``"true"``, ``"false"`` (in any case)."""
+    if value is True or value is False:
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_DATE_DIGITS:
+    if type(value) is int and value in (0, 1):
         return value
-    raise InvalidResponse(f"message {index}: 'date' is not a Unix time")
+    if isinstance(value, str):
+        return _STOP_WORDS.get(value.lower(), STOP_UNKNOWN)
+    return STOP_UNKNOWN
+
+
+_STOP_WORDS = {"0": 0, "1": 1, "false": 0, "true": 1}
+# `success` as an API's back end may write it; anything else is not an answer we know.
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+
+
+def _success(value: object) -> bool | None:
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.lower()
+        return True if word in _TRUE else False if word in _FALSE else None
+    return None
 
 
 _DIGITS_AND_NUL = b"0123456789\x00"
@@ -167,7 +241,7 @@ def check_success(doc: object) -> dict[str, object]:
     """Return the answer as a dict if it reports success, else raise the matching error."""
     if not isinstance(doc, dict):
         raise InvalidResponse("the answer is not a JSON object")
-    success = doc.get("success")
+    success = _success(doc.get("success"))
     code = doc.get("code")
     if success is True and code in (200, "200", None):
         return doc
@@ -208,7 +282,7 @@ def parse_page(body: bytes) -> Page:
         answer = _DECODER.decode(body)
     except msgspec.MsgspecError:
         return parse_page_reference(body)
-    if answer.success is not True or answer.code not in (200, "200", None):
+    if _success(answer.success) is not True or answer.code not in (200, "200", None):
         return parse_page_reference(body)  # an error answer: small, and decided there
     total, current = _header(answer.total, answer.currentPage)
     raw = answer.StatutResponse_List
@@ -224,22 +298,40 @@ def parse_page(body: bytes) -> Page:
         return Page(current, total, 0, MappingProxyType({}), 0, None, None, 0)
     statuses = list(map(_STATUS, messages))
     counts = Counter(statuses)
+    if msgspec.UNSET in counts:  # a message without `status`: its `statut`, if it has one
+        statuses = [
+            m.statut if s is msgspec.UNSET else s for s, m in zip(statuses, messages, strict=True)
+        ]
+        counts = Counter(statuses)
+        if msgspec.UNSET in counts:
+            return parse_page_reference(body)  # no status at all: the reference path says so
     if len(counts) > MAX_DISTINCT_STATUSES:
         raise InvalidResponse(f"more than {MAX_DISTINCT_STATUSES} distinct statuses")
     if not all(map(_label_safe, counts)):
         raise InvalidResponse("a message's 'status' is not valid Unicode")
-    dates: list[str] = list(map(_DATE, messages))
-    joined = "\x00".join(dates)
-    uniform = _plain_seconds(joined, len(dates))
+    stops = _stop_flags(list(map(_STOP, messages)))
+    dates = list(map(_DATE, messages))
+    try:
+        joined = "\x00".join(dates)
+    except TypeError:  # a number or null among them
+        uniform = None
+    else:
+        uniform = _plain_seconds(joined, len(dates))
     if uniform is None:
-        # Not all plain Unix seconds: the reference path reads the other encodings.
-        return parse_page_reference(body)
+        # Not all plain Unix seconds (the documented encoding): read each one as the reference
+        # path does. Slower, still without json.loads's dicts.
+        return _page_of(current, total, statuses, counts, stops, list(map(read_date, dates)), raw)
     waiting_dates: tuple[int, ...] = ()
     if WAITING in counts:
-        waiting_dates = tuple(sorted(map(int, compress(dates, map(WAITING.__eq__, statuses)))))
+        waiting = dates if counts[WAITING] == len(dates) else compress(dates, _waiting(statuses))
+        # msgspec reads digits into ints faster than int() one by one (no leading zeros here,
+        # so the text is valid JSON).
+        text = "[" + ",".join(waiting) + "]"
+        numbers = _INTS.decode(text.encode("ascii"))
+        numbers.sort()
+        waiting_dates = tuple(numbers)
     # Digit strings of one length compare as their numbers do.
     newest = max(dates) if uniform else max(dates, key=int)
-    stops = bytes(map(_STOP, messages))
     return Page(
         current_page=current,
         total=total,
@@ -250,9 +342,69 @@ def parse_page(body: bytes) -> Page:
         newest=int(newest),
         fingerprint=_raw_fingerprint(raw, len(messages)),
         waiting_dates=waiting_dates,
+        unreadable=_unreadable(0, stops.count(STOP_UNKNOWN)),
         content_key=content_key(statuses, counts, stops, joined),
         first_date=int(dates[0]),
         last_date=int(dates[-1]),
+    )
+
+
+def _stop_flags(values: list[object]) -> bytes:
+    """The STOP flags as bytes (0, 1, :data:`STOP_UNKNOWN`): at C speed when all are booleans
+    (or 0 and 1), else read one by one as the reference path does."""
+    try:
+        flags = bytes(values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # null, a string, a number out of 0..255
+        pass
+    else:
+        if not flags.translate(None, b"\x00\x01"):
+            return flags
+    return bytes(map(read_stop, values))
+
+
+def _unreadable(dates: int, stops: int) -> Mapping[str, int]:
+    if not (dates or stops):
+        return _NOTHING_UNREADABLE
+    return MappingProxyType({k: n for k, n in ((DATE, dates), (STOP, stops)) if n})
+
+
+def _page_of(
+    current: int | None,
+    total: int | None,
+    statuses: list[str],
+    counts: Mapping[str, int],
+    stops: bytes,
+    dates: list[int | None],
+    raw: msgspec.Raw | None,
+    messages: list[object] | None = None,
+) -> Page:
+    """A page from its messages' statuses, STOP flags and dates as read (None: unknown). The
+    fingerprint comes from the raw list if given, else from the decoded ``messages``."""
+    known = [d for d in dates if d is not None]
+    waiting_dates: list[int] = []
+    if WAITING in counts:
+        waiting_dates = sorted(d for d in compress(dates, _waiting(statuses)) if d is not None)
+    return Page(
+        current_page=current,
+        total=total,
+        items=len(statuses),
+        statuses=MappingProxyType(dict(counts)),
+        stop=stops.count(1),
+        oldest_waiting=waiting_dates[0] if waiting_dates else None,
+        newest=max(known, default=None),
+        fingerprint=(
+            _raw_fingerprint(raw, len(statuses))
+            if raw is not None
+            else _fingerprint(messages or [])
+        ),
+        waiting_dates=tuple(waiting_dates),
+        waiting_unknown=counts.get(WAITING, 0) - len(waiting_dates),
+        unreadable=_unreadable(len(dates) - len(known), stops.count(STOP_UNKNOWN)),
+        content_key=content_key(
+            statuses, counts, stops, "\x00".join("" if d is None else str(d) for d in dates)
+        ),
+        first_date=dates[0] if dates else None,
+        last_date=dates[-1] if dates else None,
     )
 
 
@@ -294,17 +446,15 @@ def aggregate(doc: Mapping[str, object]) -> Page:
     listed: list[str] = []
     stops = bytearray()
     dates: list[int | None] = []
-    waiting_dates: list[int] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidResponse(f"message {index} is not an object")
-        status = message.get("status")
+        # `statut` is how the API's message-status endpoint spells it.
+        status = message["status"] if "status" in message else message.get("statut")
         if not isinstance(status, str) or not status or len(status) > MAX_STATUS_LENGTH:
             raise InvalidResponse(f"message {index}: 'status' is missing or not a short string")
-        stop_sms = message.get("stopSMS")
-        if not isinstance(stop_sms, bool):
-            raise InvalidResponse(f"message {index}: 'stopSMS' is not a boolean")
-        date = _date(message.get("date"), index)
+        stop_sms = read_stop(message.get("stopSMS"))
+        date = read_date(message.get("date"))
         if status in statuses:
             statuses[status] += 1
         else:
@@ -314,30 +464,10 @@ def aggregate(doc: Mapping[str, object]) -> Page:
                 raise InvalidResponse(f"message {index}: 'status' is not valid Unicode")
             statuses[status] = 1
         listed.append(status)
-        stops.append(int(stop_sms))
+        stops.append(stop_sms)
         dates.append(date)
-        if status == WAITING and date is not None:
-            waiting_dates.append(date)
 
-    known = [d for d in dates if d is not None]
-    waiting_dates.sort()
-    return Page(
-        current_page=current,
-        total=total,
-        items=len(messages),
-        statuses=MappingProxyType(statuses),
-        stop=stops.count(1),
-        oldest_waiting=waiting_dates[0] if waiting_dates else None,
-        newest=max(known, default=None),
-        fingerprint=_fingerprint(messages),
-        waiting_dates=tuple(waiting_dates),
-        waiting_unknown=statuses.get(WAITING, 0) - len(waiting_dates),
-        content_key=content_key(
-            listed, statuses, bytes(stops), "\x00".join("" if d is None else str(d) for d in dates)
-        ),
-        first_date=dates[0] if dates else None,
-        last_date=dates[-1] if dates else None,
-    )
+    return _page_of(current, total, listed, statuses, bytes(stops), dates, None, messages)
 
 
 def _raw_fingerprint(raw: msgspec.Raw, items: int) -> int:
@@ -371,14 +501,20 @@ def _fingerprint(messages: list[object]) -> int:
 
 
 # -- the fast path's types: only what is counted is decoded ------------------------------------
+_StatusText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATUS_LENGTH)]
+
+
 class _Message(msgspec.Struct, gc=False):
-    status: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STATUS_LENGTH)]
-    stopSMS: bool
-    date: str  # a number here goes to the reference path
+    status: _StatusText | msgspec.UnsetType = msgspec.UNSET
+    statut: _StatusText | msgspec.UnsetType = msgspec.UNSET  # read only without `status`
+    # Documented: a boolean and a string of digits. The other types are read by read_stop and
+    # read_date, as on the reference path; anything else (a list...) goes to the reference path.
+    stopSMS: bool | int | str | None = None
+    date: str | int | float | None = None
 
 
 class _Answer(msgspec.Struct, gc=False):
-    success: bool
+    success: bool | int | str | None = None
     code: int | str | None = None
     currentPage: int | str | None = None
     total: int | str | None = None
@@ -387,6 +523,14 @@ class _Answer(msgspec.Struct, gc=False):
 
 _DECODER = msgspec.json.Decoder(_Answer)
 _LIST_DECODER = msgspec.json.Decoder(list[_Message])
-_STATUS = attrgetter("status")
+_INTS = msgspec.json.Decoder(list[int])
+
+
+def _waiting(statuses: list[str]) -> Iterable[bool]:
+    """Whether each status is Waiting (operator.eq over repeat(): the cheapest C-level map)."""
+    return map(eq, statuses, repeat(WAITING))
+
+
+_STATUS = attrgetter("status")  # a str, or UNSET
 _STOP = attrgetter("stopSMS")
 _DATE = attrgetter("date")

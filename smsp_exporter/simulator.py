@@ -20,6 +20,9 @@ Choices where the real API is unknown (each documented in ``api-notes.md`` as un
 - a missing or empty ``tag`` answers like an unknown tag (code 4, "Message introuvable");
 - error bodies come with HTTP ``error_http_status`` (default 200); ``_format=xml`` is ignored;
 - bodies are compact JSON with non-ASCII escaped (``\\u00e9``), as PHP's ``json_encode`` does.
+- a tag is served in the documented encoding unless given a *dialect* (:data:`DIALECTS`,
+  :meth:`Simulator.set_dialect`): 0/1 flags, words, ``statut`` and Paris local times,
+  milliseconds, ISO 8601, and Waiting messages whose date and STOP flag are null, empty or absent.
 
 Command line: ``python -m smsp_exporter.simulator --help``.
 """
@@ -45,14 +48,18 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "DEFAULT_START_TIME",
+    "DEMO_DIALECTS",
     "DEMO_TAGS",
+    "DIALECTS",
     "FAULT_KINDS",
     "WRONG_SHAPE_VARIANTS",
     "Message",
@@ -235,12 +242,122 @@ def _set(key: str, value: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str
     return apply
 
 
+# The time zone of the API's "YYYY-MM-DD HH:MM:SS" dates (its message-status endpoint's).
+PARIS = ZoneInfo("Europe/Paris")
+
+
 def _readable_date(item: dict[str, Any]) -> None:
-    item["date"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(item["date"])))
+    item["date"] = datetime.fromtimestamp(int(item["date"]), PARIS).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _stop_as_string(item: dict[str, Any]) -> None:
     item["stopSMS"] = "true" if item["stopSMS"] else "false"
+
+
+def _stop_as_int(item: dict[str, Any]) -> None:
+    item["stopSMS"] = int(item["stopSMS"])
+
+
+def _stop_as_digit(item: dict[str, Any]) -> None:
+    item["stopSMS"] = str(int(item["stopSMS"]))
+
+
+def _date_as_int(item: dict[str, Any]) -> None:
+    item["date"] = int(item["date"])
+
+
+def _date_in_millis(item: dict[str, Any]) -> None:
+    item["date"] = item["date"] + "000"
+
+
+def _iso_date(item: dict[str, Any]) -> None:
+    when = datetime.fromtimestamp(int(item["date"]), UTC)
+    item["date"] = when.isoformat().replace("+00:00", "Z")
+
+
+def _spelled_statut(item: dict[str, Any]) -> None:
+    item["statut"] = item.pop("status")
+
+
+def _waiting(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def apply(item: dict[str, Any]) -> None:
+        if item.get("status", item.get("statut")) == WAITING:
+            fn(item)
+
+    return apply
+
+
+_LEFT_OUT = object()  # _blank: remove the field
+
+
+def _blank(value: Any, *fields: str) -> Callable[[dict[str, Any]], None]:
+    def apply(item: dict[str, Any]) -> None:
+        for name in fields:
+            if value is _LEFT_OUT:
+                item.pop(name, None)
+            else:
+                item[name] = value
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A way the real API may write its answers, beyond the one documented example.
+
+    ``header`` rewrites the answer's top-level fields, ``items`` each message (in order);
+    ``unknown`` names the fields left unreadable on Waiting messages (whose STOP flag the
+    campaign model keeps false: hiding it hides no STOP)."""
+
+    items: tuple[Callable[[dict[str, Any]], None], ...] = ()
+    header: Callable[[dict[str, Any]], Any] | None = None
+    unknown: frozenset[str] = frozenset()
+
+
+def _header_as_php(doc: dict[str, Any]) -> None:
+    doc["success"], doc["code"], doc["total"] = 1, "200", str(doc["total"])
+
+
+_DATE_AND_STOP = frozenset({"date", "stopSMS"})
+
+# Plausible encodings of a success answer, beyond the documented one: served per tag
+# (Simulator.set_dialect), each must be read with every status counted and the tag up.
+DIALECTS: dict[str, Dialect] = {
+    "documented": Dialect(),
+    # A PHP back end: numbers for booleans, integers for numeric strings.
+    "php": Dialect((_stop_as_int, _date_as_int), header=_header_as_php),
+    # Booleans as words, success included.
+    "strings": Dialect((_stop_as_string,), header=lambda doc: doc.update(success="true")),
+    # As the API's message-status endpoint writes a message: `statut`, Paris local time.
+    "message-status": Dialect((_spelled_statut, _readable_date, _stop_as_digit)),
+    "millis": Dialect((_date_in_millis,), header=lambda doc: doc.pop("code")),
+    "iso": Dialect((_iso_date,)),
+    # A message without a report yet has no date and no STOP flag, written as null, "" or
+    # left out...
+    "waiting-null": Dialect((_waiting(_blank(None, "date", "stopSMS")),), unknown=_DATE_AND_STOP),
+    "waiting-empty": Dialect((_waiting(_blank("", "date", "stopSMS")),), unknown=_DATE_AND_STOP),
+    "waiting-missing": Dialect(
+        (_waiting(_blank(_LEFT_OUT, "date", "stopSMS")),), unknown=_DATE_AND_STOP
+    ),
+    # ...or as MySQL's "no date", among 0/1 flags.
+    "waiting-zero-date": Dialect(
+        (_stop_as_int, _waiting(_blank("0000-00-00 00:00:00", "date"))),
+        header=_header_as_php,
+        unknown=frozenset({"date"}),
+    ),
+}
+# The demo shows two of them: one all readable, one with Waiting messages without a date.
+DEMO_DIALECTS: dict[str, str] = {"rappel-rdv": "message-status", "alerte-stock": "waiting-null"}
+
+
+def _speak(dialect: Dialect, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a success answer in the documented encoding) written in ``dialect``."""
+    for item in doc[LIST_KEY]:
+        for fn in dialect.items:
+            fn(item)
+    if dialect.header is not None:
+        dialect.header(doc)
+    return doc
 
 
 # wrong_shape variants: each turns a success body (a dict) into a broken JSON document.
@@ -249,8 +366,6 @@ WRONG_SHAPE_VARIANTS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "list_null": _set(LIST_KEY, lambda o: None),
     "list_not_list": _set(LIST_KEY, lambda o: {str(i): m for i, m in enumerate(o[LIST_KEY])}),
     "no_status": _each_item(lambda item: _drop(item, "status")),
-    "date_not_numeric": _each_item(_readable_date),
-    "stop_not_bool": _each_item(_stop_as_string),
     "total_negative": _set("total", lambda o: -1),
     "total_absurd": _set("total", lambda o: 10**15),
     "total_missing": lambda o: {k: v for k, v in o.items() if k != "total"},
@@ -716,6 +831,7 @@ class Simulator:
         credits_sms_eco: int = 20_000,
         solde: float = 500.0,
         cost_per_sms: float = 0.045,
+        dialects: dict[str, str] | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -743,6 +859,7 @@ class Simulator:
 
         self._sources: dict[str, _Source] = {}
         self._specs: dict[str, TagSpec] = {}
+        self._dialects: dict[str, Dialect] = {}
         self._faults: list[_Fault] = []
         self._fault_ids = 0
         self._stats = _Stats()
@@ -755,6 +872,8 @@ class Simulator:
         self._stopping = threading.Event()
         for spec in tags:
             self.add_tag(spec)
+        for tag, dialect in (dialects or {}).items():
+            self.set_dialect(tag, dialect)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -904,6 +1023,30 @@ class Simulator:
         with self._lock:
             source, t = self._sources[tag], self._now_locked()
         return source.expected(t)
+
+    def set_dialect(self, tag: str, dialect: str) -> None:
+        """Serve ``tag``'s success answers in ``dialect`` (a key of :data:`DIALECTS`), from
+        now on and whatever its messages; ``"documented"`` restores the documented encoding.
+        A ``wrong_shape`` fault is served in the documented encoding."""
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}")
+        with self._lock:
+            if dialect == "documented":
+                self._dialects.pop(tag, None)
+            else:
+                self._dialects[tag] = DIALECTS[dialect]
+
+    def dialect(self, tag: str) -> str:
+        with self._lock:
+            chosen = self._dialects.get(tag)
+        return next((name for name, d in DIALECTS.items() if d is chosen), "documented")
+
+    def expected_unreadable(self, tag: str) -> dict[str, int]:
+        """Messages of ``tag`` whose ``date`` / ``stopSMS`` its dialect leaves unreadable now."""
+        with self._lock:
+            unknown = self._dialects.get(tag, DIALECTS["documented"]).unknown
+        waiting = self.expected(tag)["statuses"].get(WAITING, 0)
+        return {name: waiting if name in unknown else 0 for name in ("date", "stopSMS")}
 
     def sent(self) -> int:
         """Messages sent so far over all tags (what /me's credits are charged for)."""
@@ -1132,6 +1275,7 @@ class Simulator:
             tag = _first(params, "tag")
             source = self._sources.get(tag) if tag else None
             sources = list(self._sources.values())
+            dialect = self._dialects.get(tag) if tag else None
         if endpoint == ME:
             return 200, _dumps(self._me(sum(s.count(t) for s in sources)))
         total = source.count(t) if source is not None else 0
@@ -1162,6 +1306,8 @@ class Simulator:
         }
         if kind == "wrong_shape":
             return 200, _dumps(WRONG_SHAPE_VARIANTS[p["variant"]](doc))
+        if dialect is not None:
+            doc = _speak(dialect, doc)
         return 200, _dumps(doc)
 
     def _me(self, sent: int) -> dict[str, Any]:
@@ -1201,6 +1347,7 @@ class Simulator:
             "unfreeze",
             "advance",
             "reset-stats",
+            "dialect",
         }
         if action not in get_actions | post_actions:
             h.send(404, _dumps({"ok": False, "error": f"no control action {action!r}"}))
@@ -1252,6 +1399,9 @@ class Simulator:
                 return 404, {"ok": False, "error": "unknown tag"}
             self.remove_tag(doc["name"])
             return 200, {"ok": True}
+        if action == "dialect":
+            self.set_dialect(str(doc["tag"]), str(doc["dialect"]))
+            return 200, {"ok": True}
         if action == "fault":
             params = dict(doc)
             tag = params.pop("tag", None)
@@ -1291,9 +1441,18 @@ def _parse_tag(text: str, spread: float, delay: float, order: str = "oldest") ->
     return TagSpec(name, int(count), send_spread=spread, report_delay=delay, order=order)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_dialect(text: str) -> tuple[str, str]:
+    tag, sep, dialect = text.rpartition("=")
+    if not sep or not tag or dialect not in DIALECTS:
+        raise ValueError(
+            f"--dialect wants TAG=DIALECT (one of {', '.join(DIALECTS)}), got {text!r}"
+        )
+    return tag, dialect
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m smsp_exporter.simulator") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m smsp_exporter.simulator",
+        prog=prog,  # "smsp-exporter simulate" when run that way
         description="A fake SMS Partner API on loopback, for demos and tests.",
     )
     parser.add_argument(
@@ -1338,12 +1497,25 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="mean delivery-report delay of --tag campaigns",
     )
+    parser.add_argument(
+        "--dialect",
+        action="append",
+        default=[],
+        metavar="TAG=DIALECT",
+        help=f"serve a tag in another encoding (repeatable; one of {', '.join(DIALECTS)}; "
+        "default with the demo campaigns: "
+        + ", ".join(f"{t}={d}" for t, d in DEMO_DIALECTS.items())
+        + ")",
+    )
     args = parser.parse_args(argv)
     try:
         host, port = _parse_listen(args.listen)
         tags = [
             _parse_tag(t, args.send_spread, args.report_delay, args.order) for t in args.tag
         ] or DEMO_TAGS
+        dialects = dict(_parse_dialect(d) for d in args.dialect)
+        if not args.tag and not args.dialect:
+            dialects = dict(DEMO_DIALECTS)
     except ValueError as exc:
         parser.error(str(exc))
     if not args.allow_remote and not _is_loopback(host):
@@ -1365,6 +1537,7 @@ def main(argv: list[str] | None = None) -> int:
             error_http_status=args.error_http_status,
             speed=args.speed,
             allow_remote=args.allow_remote,
+            dialects=dialects,
             start_time=DEFAULT_START_TIME if args.fixed_dates else time.time(),
         ).start()
     except (OSError, ValueError) as exc:

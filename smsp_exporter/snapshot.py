@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from .account import AccountReader, AccountState
+from .bounds import bounded_result
 from .client import SmsPartnerClient, TagCounts
 from .config import Config
 from .errors import UpstreamError
@@ -94,6 +95,7 @@ class Poller:
         self._last_success: dict[str, float] = {}
         self.account = AccountReader(client) if config.account.enabled else None
         self._fold_lock = threading.Lock()  # /probe folds from several threads at once
+        self._unreadable_told: set[tuple[str, str]] = set()  # (tag, field) already logged
         self.latest: Snapshot | None = None
 
     def round_tags(self, now: float | None = None) -> dict[str, str | None]:
@@ -129,6 +131,7 @@ class Poller:
         started = time.monotonic()
         durations: dict[str, float] = {}
         infos: Mapping[str, RoundInfo] = {}
+        results: Mapping[str, TagCounts | UpstreamError | Progress]
         if self.reader is not None:
             results, infos = self.reader.fetch_tags(tags, deadline, durations)
         else:
@@ -152,6 +155,7 @@ class Poller:
         with self._fold_lock:
             for kept in (self._errors, self._truncations, self._last_good, self._last_success):
                 kept.pop(tag, None)
+            self._unreadable_told -= {told for told in self._unreadable_told if told[0] == tag}
         if self.incremental is not None:
             self.incremental.forget(tag)
 
@@ -165,6 +169,8 @@ class Poller:
     ) -> TagState:
         errors = self._errors.setdefault(tag, {})
         truncations = self._truncations.setdefault(tag, {})
+        if not isinstance(result, Progress):
+            result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
         if isinstance(result, Progress):
             # A first read still going on: collected fine so far, but no counts to show.
             counts, up, error = None, True, None
@@ -184,6 +190,7 @@ class Poller:
                     "tag cut short: counts are incomplete",
                     extra={"tag": tag, "reason": result.truncation, "pages": result.pages},
                 )
+            self._tell_unreadable(tag, result)
             self._last_good[tag] = result
             self._last_success[tag] = now
             counts, up, error = result, True, None
@@ -198,6 +205,19 @@ class Poller:
             truncations=MappingProxyType(dict(truncations)),
             template=template,
         )
+
+    def _tell_unreadable(self, tag: str, counts: TagCounts) -> None:
+        """Warn once per tag and field (not per message, nor per round) that some messages'
+        field could not be read; ``sms_unreadable_fields`` tells how many, round after round."""
+        for name, messages in sorted(counts.unreadable.items()):
+            if messages and (tag, name) not in self._unreadable_told:
+                self._unreadable_told.add((tag, name))
+                log.warning(
+                    "some messages of the tag have no readable %s: they are counted, "
+                    "without it (this is said once; see sms_unreadable_fields)",
+                    name,
+                    extra={"tag": tag, "field": name, "messages": messages},
+                )
 
     def pending(self) -> Snapshot:
         """A snapshot for before the first round: every tag down, nothing counted."""

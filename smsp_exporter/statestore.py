@@ -172,17 +172,17 @@ class StateStore:
                 "FROM segments ORDER BY tag, lo"
             )
             for tag, lo, hi, codes, stops, dates, read_at, ref, unknown_seen, live in rows:
-                state = states.get(tag)
-                if state is None:
+                owner = states.get(tag)
+                if owner is None:
                     continue
                 dates_array = array(DATES)
                 dates_array.frombytes(dates)
                 n = hi - lo
                 if not (
                     n > 0 and len(codes) == n and len(stops) == n and len(dates_array) == n
-                ) or (codes and max(codes) >= len(state.statuses)):
+                ) or (codes and max(codes) >= len(owner.statuses)):
                     raise ValueError(f"tag {tag!r}: a segment does not add up")
-                state.segments.append(
+                owner.segments.append(
                     Segment(
                         lo,
                         hi,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -67,7 +68,8 @@ def test_error_codes_become_typed_errors(code):
     with pytest.raises(ApiCodeError) as info:
         parse_page(raw)
     assert info.value.code == code
-    assert info.value.reason == f"api_code_{code}"
+    # An undocumented code shares one reason (a bounded label), its message still says which.
+    assert info.value.reason == (f"api_code_{code}" if code != 555 else "api_code_other")
     assert str(code) in str(info.value)
 
 
@@ -111,10 +113,14 @@ def test_not_found_is_an_empty_tag():
         body([msg()], total=-1),
         body([msg()], total=10**15),
         body([{"phoneNumber": "+33611111111", "stopSMS": False, "date": "1"}]),
-        body([msg(date="yesterday")]),
-        body([msg(stop="false")]),
         body([msg(status="")]),
         body([msg(status=3)]),
+        body([msg(status=None)]),
+        body([msg(status=["Delivered"])]),
+        body([{**msg(status=None), "statut": "Delivered"}]),  # `status` wins, even when null
+        body([msg()], success="yes"),
+        body([msg()], success=2),
+        body([msg()], success=None),
         body(["not an object"]),
         json.dumps({"success": True, "code": 200, "total": 3}).encode(),
         json.dumps({"success": True, "code": 200, "total": 3, "StatutResponse_List": {}}).encode(),
@@ -128,7 +134,7 @@ def test_broken_answers_are_invalid_response(raw):
 
 def test_invalid_response_never_quotes_phone_numbers():
     with pytest.raises(InvalidResponse) as info:
-        parse_page(body([msg(stop="yes", phone="+33699999999")]))
+        parse_page(body([msg(status=7, phone="+33699999999")]))
     assert "+33699999999" not in str(info.value)
 
 
@@ -221,18 +227,38 @@ near_message = st.fixed_dictionaries(
             st.text(min_size=60, max_size=70),
             st.integers(),
         ),
-        "stopSMS": st.one_of(st.booleans(), st.sampled_from(["false", 0, None])),
+        "stopSMS": st.one_of(
+            st.booleans(),
+            st.sampled_from(["false", "TRUE", "1", "0", "", "oui", 0, 1, 2, -1, 300, 1.0, None]),
+            st.integers(),
+        ),
         "date": st.one_of(
-            st.from_regex(r"[0-9]{0,13}", fullmatch=True),
-            st.integers(-5, 10**13),
-            st.sampled_from(["١٢٣", "²", " 12", "+12", "1_0", "12.5"]),
+            st.from_regex(r"[0-9]{0,14}", fullmatch=True),
+            st.integers(-5, 10**14),
+            st.integers(),
+            st.floats(),
+            st.sampled_from(["١٢٣", "²", " 12", "+12", "1_0", "12.5", "", None, "0000-00-00"]),
+            st.sampled_from(["2018-02-07 20:38:31", "2018-02-07T19:38:31Z", "2018-10-28 02:30"]),
+            st.sampled_from(
+                ["2018-02-07T19:38:31+25:00", "9999-12-31T23:59:59-23:59", "0001-01-01"]
+            ),
         ),
     },
     optional={"phoneNumber": st.text(max_size=12)},
+).flatmap(
+    # Some messages spell the status `statut`, or leave out the secondary fields.
+    lambda m: st.sampled_from(
+        [
+            m,
+            {("statut" if k == "status" else k): v for k, v in m.items()},
+            {k: v for k, v in m.items() if k != "date"},
+            {k: v for k, v in m.items() if k != "stopSMS"},
+        ]
+    )
 )
 near_answer = st.fixed_dictionaries(
     {
-        "success": st.one_of(st.just(True), st.booleans()),
+        "success": st.one_of(st.just(True), st.booleans(), st.sampled_from(["true", 1, "1", "0"])),
         "StatutResponse_List": st.one_of(st.lists(near_message, max_size=8), json_values),
     },
     optional={
@@ -409,3 +435,138 @@ def test_content_key_is_stable_across_processes_and_fits_sqlite():
     assert seen == {str(parse_page(raw).content_key).encode()}
     big = [msg(date=str(n)) for n in range(1, 200)]
     assert all(-(2**63) <= key(big[:n]) < 2**63 for n in range(1, 200))
+
+
+# -- tolerant where nothing is counted: stopSMS and date -------------------------------------
+
+PARIS_WINTER = calendar.timegm((2018, 2, 7, 19, 38, 31))  # 20:38:31 in Paris, UTC+1
+PARIS_SUMMER = calendar.timegm((2018, 7, 7, 18, 38, 31))  # 20:38:31 in Paris, UTC+2
+
+
+@pytest.mark.parametrize(
+    ("date", "seconds"),
+    [
+        ("1517989111", 1517989111),
+        (1517989111, 1517989111),
+        (1517989111.75, 1517989111),
+        ("1517989111000", 1517989111),  # milliseconds
+        (1517989111999, 1517989111),
+        ("01517989111", 1517989111),
+        ("2018-02-07 20:38:31", PARIS_WINTER),  # the API's other format: Paris time
+        ("2018-07-07 20:38:31", PARIS_SUMMER),
+        ("2018-02-07T20:38:31", PARIS_WINTER),
+        ("2018-02-07T19:38:31Z", PARIS_WINTER),
+        ("2018-02-07T19:38:31.250Z", PARIS_WINTER),
+        ("2018-02-07T21:38:31+02:00", PARIS_WINTER),
+        ("2018-07-07T18:38:31+00:00", PARIS_SUMMER),
+        (None, None),
+        ("", None),
+        ("0", None),
+        (0, None),
+        (-5, None),
+        ("0000-00-00 00:00:00", None),  # MySQL's "no date"
+        ("yesterday", None),
+        ("1517989111.5", None),
+        ("١٥١٧٩٨٩١١١", None),
+        ("99999999999999", None),
+        (10**30, None),
+        (float("nan"), None),
+        (True, None),
+        ([1517989111], None),
+        ({"sec": 1}, None),
+        ("2018-02-07 20:38:31" + " " * 40, None),
+    ],
+)
+def test_dates_in_every_encoding_and_unknown_ones(date, seconds):
+    raw = body([msg("Waiting", date=date), msg("Delivered", date="1000")]).replace(b"NaN", b"1e999")
+    for parse in (parse_page, parse_page_reference):
+        page = parse(raw)
+        assert dict(page.statuses) == {"Waiting": 1, "Delivered": 1}  # always counted
+        assert page.first_date == seconds
+        if seconds is None:
+            assert page.waiting_dates == () and page.oldest_waiting is None
+            assert page.waiting_unknown == 1
+            assert dict(page.unreadable) == {"date": 1}
+            assert page.newest == 1000
+        else:
+            assert page.waiting_dates == (seconds,) and page.oldest_waiting == seconds
+            assert page.waiting_unknown == 0 and dict(page.unreadable) == {}
+
+
+def test_a_missing_date_is_unknown():
+    message = msg("Waiting")
+    del message["date"]
+    for parse in (parse_page, parse_page_reference):
+        page = parse(body([message]))
+        assert page.waiting_unknown == 1 and dict(page.unreadable) == {"date": 1}
+
+
+@pytest.mark.parametrize(
+    ("stop", "counted"),
+    [
+        (True, 1),
+        (False, 0),
+        (1, 1),
+        (0, 0),
+        ("1", 1),
+        ("0", 0),
+        ("true", 1),
+        ("false", 0),
+        ("TRUE", 1),
+        ("False", 0),
+        (None, None),
+        ("", None),
+        (2, None),
+        (-1, None),
+        (1.0, None),
+        ("yes", None),
+        ([True], None),
+    ],
+)
+def test_stop_in_every_encoding_and_unknown_ones(stop, counted):
+    raw = body([msg("Delivered", stop=stop), msg("Delivered", stop=True)])
+    for parse in (parse_page, parse_page_reference):
+        page = parse(raw)
+        assert dict(page.statuses) == {"Delivered": 2}
+        assert page.stop == 1 + (counted or 0)
+        assert dict(page.unreadable) == ({} if counted is not None else {"stopSMS": 1})
+
+
+def test_a_missing_stop_is_unknown():
+    message = msg()
+    del message["stopSMS"]
+    for parse in (parse_page, parse_page_reference):
+        page = parse(body([message, msg(stop=True)]))
+        assert page.stop == 1 and dict(page.unreadable) == {"stopSMS": 1}
+
+
+def test_unknown_values_change_the_content_key():
+    known = key([msg("Waiting", date="100", stop=False)])
+    assert key([msg("Waiting", date=None, stop=False)]) != known
+    assert key([msg("Waiting", date="100", stop=None)]) != known
+    # ...and unknown is unknown, however it was written.
+    assert key([msg("Waiting", date=None, stop="")]) == key([msg("Waiting", date="", stop=None)])
+
+
+@pytest.mark.parametrize("success", [True, "true", "TRUE", 1, "1"])
+@pytest.mark.parametrize("code", [200, "200", None])
+def test_success_in_every_encoding(success, code):
+    raw = body([msg()], success=success, code=code)
+    for parse in (parse_page, parse_page_reference):
+        assert dict(parse(raw).statuses) == {"Delivered": 1}
+
+
+@pytest.mark.parametrize("success", [False, "false", 0, "0"])
+def test_failure_in_every_encoding(success):
+    raw = json.dumps({"success": success, "code": "10", "message": "Clé API incorrecte"}).encode()
+    for parse in (parse_page, parse_page_reference):
+        with pytest.raises(ApiCodeError) as info:
+            parse(raw)
+        assert info.value.code == 10
+
+
+def test_the_status_spelled_statut():
+    messages = [{"phoneNumber": "+33611111111", "statut": "Delivered", "stopSMS": 0, "date": "1"}]
+    messages.append(msg("Waiting", date="5"))
+    for parse in (parse_page, parse_page_reference):
+        assert dict(parse(body(messages)).statuses) == {"Delivered": 1, "Waiting": 1}

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from smsp_exporter.config import Config, ConfigError, config_from_dict, load_config
 from smsp_exporter.errors import ApiCodeError, InvalidResponse
-from smsp_exporter.parse import parse_page
+from smsp_exporter.parse import parse_page, parse_page_reference
 
 KEY = "sk-PROPCANARY-0123456789"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -206,3 +209,107 @@ def test_a_real_answer_with_any_field_replaced(top_field, top_value, index, item
     check_page(json.dumps(doc).encode())
     doc[top_field] = top_value
     check_page(json.dumps(doc).encode())
+
+
+# --- the same messages in every encoding the parser reads -----------------------------------
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def paris_text(seconds: int) -> str | None:
+    """The API's other date format, or None for an hour Paris lives twice (autumn)."""
+    text = datetime.fromtimestamp(seconds, PARIS).strftime("%Y-%m-%d %H:%M:%S")
+    back = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=PARIS).timestamp()
+    return text if back == seconds else None
+
+
+MISSING = object()  # the field is left out of the message
+DATE_ENCODINGS = {
+    "string": str,
+    "integer": int,
+    "float": float,
+    "millis": lambda d: d * 1000 + 999,
+    "millis-string": lambda d: str(d * 1000),
+    "paris": paris_text,
+    "iso-utc": lambda d: datetime.fromtimestamp(d, UTC).isoformat().replace("+00:00", "Z"),
+    "iso-offset": lambda d: datetime.fromtimestamp(d, timezone(timedelta(hours=-5))).isoformat(),
+}
+UNKNOWN_DATES = [None, "", MISSING, "0000-00-00 00:00:00", "0", 0, "n/a", False]
+STOP_ENCODINGS = {
+    True: [True, 1, "1", "true", "True"],
+    False: [False, 0, "0", "false", "FALSE"],
+    None: [None, "", MISSING, 2, "oui", 1.0],
+}
+
+canonical_messages = st.lists(
+    st.tuples(
+        st.sampled_from(["Delivered", "Not delivered", "Waiting", "DELIVRD"]),
+        st.sampled_from([True, False, None]),  # None: unknown
+        # None: unknown. From 2001 to 2096: ten digits, thirteen in milliseconds.
+        st.one_of(st.none(), st.integers(1_000_000_000, 4_000_000_000)),
+    ),
+    max_size=12,
+)
+
+
+@st.composite
+def encoded(draw, messages):
+    """One way of writing ``messages`` (status, stop, date) as an answer body."""
+    items = []
+    for index, (status, stop, date) in enumerate(messages):
+        item = {"phoneNumber": f"+3360000{index:04d}"}
+        item[draw(st.sampled_from(["status", "statut"]))] = status
+        item["stopSMS"] = draw(st.sampled_from(STOP_ENCODINGS[stop]))
+        if date is None:
+            item["date"] = draw(st.sampled_from(UNKNOWN_DATES))
+        else:
+            text = draw(st.sampled_from(sorted(DATE_ENCODINGS)))
+            item["date"] = DATE_ENCODINGS[text](date)
+            assume(item["date"] is not None)
+        items.append({k: v for k, v in item.items() if v is not MISSING})
+    doc = {
+        "success": draw(st.sampled_from([True, "true", 1, "1"])),
+        "code": draw(st.sampled_from([200, "200", MISSING])),
+        "currentPage": draw(st.sampled_from([1, "1", MISSING])),
+        "total": draw(st.sampled_from([len(items), str(len(items))])),
+        "StatutResponse_List": items,
+    }
+    return json.dumps({k: v for k, v in doc.items() if v is not MISSING}).encode()
+
+
+def summary(page):
+    return (
+        dict(page.statuses),
+        page.stop,
+        dict(page.unreadable),
+        page.waiting_dates,
+        page.waiting_unknown,
+        page.first_date,
+        page.last_date,
+        page.oldest_waiting,
+        page.newest,
+        page.content_key,
+    )
+
+
+@SETTINGS
+@given(st.data(), canonical_messages)
+def test_the_same_messages_in_any_encoding_read_the_same(data, messages):
+    first = data.draw(encoded(messages))
+    second = data.draw(encoded(messages))
+    fast, reference = parse_page(first), parse_page_reference(first)
+    assert summary(fast) == summary(reference)  # both parsers agree on every variant
+    assert summary(fast) == summary(parse_page(second))  # and every encoding reads the same
+    statuses = Counter(status for status, _, _ in messages)
+    assert dict(fast.statuses) == statuses  # every message counted, whatever its fields
+    assert fast.stop == sum(1 for _, stop, _ in messages if stop)
+    unknown = {
+        "date": sum(1 for _, _, date in messages if date is None),
+        "stopSMS": sum(1 for _, stop, _ in messages if stop is None),
+    }
+    assert dict(fast.unreadable) == {k: n for k, n in unknown.items() if n}
+    waiting = [date for status, _, date in messages if status == "Waiting"]
+    assert fast.waiting_dates == tuple(sorted(d for d in waiting if d is not None))
+    assert fast.waiting_unknown == waiting.count(None)
+    if messages:
+        assert (fast.first_date, fast.last_date) == (messages[0][2], messages[-1][2])

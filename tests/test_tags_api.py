@@ -68,39 +68,53 @@ def test_the_schema_rejects_a_wrong_document(document):
         jsonschema.validate(broken, SCHEMA)
 
 
-def _home_assistant_templates() -> jinja2.Environment:
-    """Jinja2 as Home Assistant runs it, for what the example uses: undefined fields fail."""
+def _home_assistant_templates(document: dict) -> jinja2.Environment:
+    """Jinja2 with what the package's templates use from Home Assistant, the RESTful sensor's
+    attributes (``tags``, ``account``) being ``document``'s. Home Assistant itself runs the
+    package in test_homeassistant.py; this is the quick check."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
 
-    def timestamp_custom(value: float, fmt: str, local: bool = True) -> str:
-        return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime(fmt)
+    def state_attr(entity: str, name: str):
+        assert entity == "sensor.sms_partner_exporter"
+        return document[name]
 
-    env.filters["timestamp_custom"] = timestamp_custom
+    def as_datetime(value: float) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(value, datetime.UTC)
+
+    env.globals.update(state_attr=state_attr, as_datetime=as_datetime)
     return env
 
 
 def test_the_home_assistant_example_reads_existing_fields(document):
     example = yaml.safe_load(HA_EXAMPLE.read_text())
-    env = _home_assistant_templates()
     (rest,) = example["rest"]
     assert rest["resource"].endswith("/api/v1/tags")
+    assert rest["sensor"][0]["json_attributes"] == ["tags", "account"]
+    env = _home_assistant_templates(document)
     rendered = {}
-    for sensor in rest["sensor"]:
-        for key in ("value_template", "availability"):
-            if key in sensor:
-                rendered[(sensor["name"], key)] = env.from_string(sensor[key]).render(
-                    value_json=document
-                )
-    assert len(rest["sensor"]) >= 5
-    assert rendered[("SMS promo-noel delivered", "value_template")] == str(
-        document["tags"]["promo-noel"]["statuses"]["Delivered"]
+    for sensor in example["template"][0]["sensor"]:
+        for key in ("state", "availability"):
+            rendered[(sensor["name"], key)] = env.from_string(sensor[key]).render()
+    noel = document["tags"]["promo-noel"]
+    assert rendered[("SMS promo-noel delivered", "state")] == str(noel["statuses"]["Delivered"])
+    assert rendered[("SMS promo-noel delivered", "availability")] == "True"
+    assert rendered[("SMS promo-noel STOP", "state")] == str(noel["stop"])
+    assert rendered[("SMS promo-noel last success", "state")] == (
+        datetime.datetime.fromtimestamp(noel["last_success"], datetime.UTC).isoformat()
     )
+    assert rendered[("SMS Partner credit", "state")] == str(document["account"]["credits"]["sms"])
     assert rendered[("SMS Partner credit", "availability")] == "True"
+    assert rendered[("SMS Partner balance", "availability")] == "True"
+    # relance-panier is not in this answer: its sensors are unavailable, without an error.
+    assert rendered[("SMS relance-panier delivered", "availability")] == "False"
 
 
-def test_a_misspelt_field_in_a_template_is_caught(document):
-    env = _home_assistant_templates()
-    with pytest.raises(jinja2.UndefinedError):
-        env.from_string("{{ value_json.tags['promo-noel'].statuses['Delivred'] }}").render(
-            value_json=document
-        )
+def test_a_misspelt_field_makes_the_sensor_unavailable_not_wrong(document):
+    example = yaml.safe_load(HA_EXAMPLE.read_text())
+    (delivered,) = [
+        s for s in example["template"][0]["sensor"] if s["name"] == "SMS promo-noel delivered"
+    ]
+    env = _home_assistant_templates(document)
+    misspelt = delivered["availability"].replace("'Delivered'", "'Delivred'")
+    assert misspelt != delivered["availability"]
+    assert env.from_string(misspelt).render() == "False"
