@@ -33,7 +33,6 @@ on over as many rounds as it needs (``first_read`` progress).
 from __future__ import annotations
 
 import bisect
-import calendar
 import itertools
 import json
 import logging
@@ -53,7 +52,7 @@ import msgspec
 
 from .client import SmsPartnerClient, TagCounts, TagPager
 from .errors import ConnectionFailed, DeadlineExceeded, InvalidResponse, UpstreamError
-from .parse import LIST_KEY, Page, parse_page
+from .parse import LIST_KEY, Page, parse_page, read_date, read_stop
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,8 @@ class Read(NamedTuple):
 
 
 class _Msg(msgspec.Struct, gc=False):
-    status: str
+    status: str | msgspec.UnsetType = msgspec.UNSET
+    statut: str | msgspec.UnsetType = msgspec.UNSET  # how message-status spells it
     stopSMS: Any = None
     date: Any = None
 
@@ -134,59 +134,40 @@ class _Answer(msgspec.Struct, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Answer)
-_TRUE = frozenset({"1", "true"})
-_FALSE = frozenset({"0", "false"})
-
-
-def _stop(value: object) -> int:
-    if value is True or value is False:
-        return int(value)
-    if isinstance(value, int):
-        return value if value in (0, 1) else 2
-    if isinstance(value, str):
-        text = value.strip().lower()
-        return 1 if text in _TRUE else 0 if text in _FALSE else 2
-    return 2
 
 
 def _date(value: object) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value if 0 < value <= MAX_DATE else 0
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit() and len(text) <= 12:
-            number = int(text)
-            return number if number <= MAX_DATE else 0
-        try:
-            number = calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
-        except (ValueError, OverflowError):
-            return 0
-        return number if 0 < number <= MAX_DATE else 0
-    return 0
+    """parse.read_date's reading (0: unknown), kept if it fits the 32 bits kept."""
+    seconds = read_date(value)
+    return seconds if seconds is not None and 0 < seconds <= MAX_DATE else 0
 
 
 def parse_detailed(body: bytes) -> Read:
     """:func:`parse.parse_page` (which decides what is valid and counts), plus the per-message
-    detail, checked against the page's own aggregates."""
+    detail, read with parse's own readers and checked against the page's aggregates."""
     page = parse_page(body)
     if page.items == 0:
         return Read(page, EMPTY_DETAIL)
+    messages: list[tuple[Any, Any, Any]]
     try:
         raw = _DECODER.decode(body).StatutResponse_List or []
-        messages = [(m.status, m.stopSMS, m.date) for m in raw]
+        messages = [
+            (m.statut if m.status is msgspec.UNSET else m.status, m.stopSMS, m.date) for m in raw
+        ]
     except (msgspec.MsgspecError, UnicodeDecodeError):
         try:
             doc = json.loads(body)
-            messages = [(m.get("status"), m.get("stopSMS"), m.get("date")) for m in doc[LIST_KEY]]
+            messages = [
+                (m["status"] if "status" in m else m.get("statut"), m.get("stopSMS"), m.get("date"))
+                for m in doc[LIST_KEY]
+            ]
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return Read(page, None)
     # One object per distinct status: a page's tuple then costs 8 bytes a message, not a string
     # each (a first read holds every page until its round ends).
-    canonical: dict[str, str] = {}
+    canonical: dict[Any, Any] = {}
     statuses = tuple(canonical.setdefault(status, status) for status, _, _ in messages)
-    stops = bytes(_stop(stop) for _, stop, _ in messages)
+    stops = bytes(read_stop(stop) for _, stop, _ in messages)
     dates = array(DATES, (_date(date) for _, _, date in messages))
     detail = Detail(statuses, stops, dates)
     return Read(page, detail if _agrees(page, detail) else None)

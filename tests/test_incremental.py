@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from smsp_exporter import incremental, statestore
+from smsp_exporter import incremental, simulator, statestore
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.simulator import Message, Simulator, TagSpec
@@ -502,3 +502,50 @@ def test_a_tag_leaving_the_round_drops_its_state(sim, tmp_path):
         assert set(exporter.poller.incremental.tags) == {"jour-2"}
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert {row[0] for row in db.execute("SELECT DISTINCT tag FROM segments")} == {"jour-2"}
+
+
+@pytest.mark.parametrize("dialect", sorted(simulator.DIALECTS))
+def test_every_dialect_is_followed_page_by_page(sim, dialect):
+    # Never-reported messages (whose STOP and date some dialects hide) only in the last pages.
+    sim.add_tag(
+        TagSpec(
+            "otp",
+            6000,
+            rate=20.0,
+            start=-250,
+            delivered=0.94,
+            not_delivered=0.06,
+            report_delay=2,
+            stop=0.0,
+        )
+    )
+    sim.set_dialect("otp", dialect)
+    with Exporter(config(sim, ["otp"])) as exporter:
+        for seconds in (0, 10, 7):
+            sim.advance(seconds)
+            made, states = run(exporter, sim)
+        info = states["otp"].incremental
+        assert not info.fallbacks and info.mode == "incremental", info
+        assert made < 40 and info.reused > 10
+        whole = exporter.client.fetch_tags(["otp"])["otp"]
+    counts = states["otp"].counts
+    for name in ("statuses", "stop", "waiting_unknown", "unreadable", "oldest_waiting"):
+        assert getattr(counts, name) == getattr(whole, name), name
+
+
+def test_a_waiting_message_without_a_date_is_aged_from_when_it_was_first_seen(sim):
+    sim.add_tag(TagSpec("rdv", 6000, rate=1.0, start=-6000, delivered=0.9, not_delivered=0.07))
+    sim.set_dialect("rdv", "waiting-null")
+    with Exporter(config(sim, ["rdv"])) as exporter:
+        exporter.poller.reader.clock = lambda: sim.start_time + sim.now()
+        run(exporter, sim)
+        sim.advance(10)
+        young, states = run(exporter, sim)
+        assert young > 40  # their pages are read again while they may still get a report
+        assert states["rdv"].counts.waiting_unknown > 100
+        sim.advance(49 * 3600)
+        run(exporter, sim)
+        sim.advance(10)
+        made, states = run(exporter, sim)
+        assert made <= 4, made
+        assert dict(states["rdv"].counts.statuses) == sim.expected("rdv")["statuses"]
