@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
-from .reload import Reloader, reload_route
+from .reload import Reloader, lifecycle_disabled_route, reload_route
 from .statestore import StateFileError
 from .statestore import check as check_state_file
 from .tags import expand_tags
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="healthz_without_auth",
         action="store_true",
         help="serve /healthz without basic auth (for liveness probes); the rest still needs it",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="accept POST /-/reload (as Prometheus's flag); without it, it answers 403. "
+        "SIGHUP always reloads",
     )
     parser.add_argument(
         "--log.level",
@@ -191,7 +198,13 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
     try:
         return _serve(
-            config, listen, demo=args.demo, load=load, web_config=web_config, hangup=hangup
+            config,
+            listen,
+            demo=args.demo,
+            load=load,
+            web_config=web_config,
+            hangup=hangup,
+            lifecycle=args.enable_lifecycle,
         )
     finally:
         if simulator is not None:
@@ -248,6 +261,7 @@ def _serve(
     load: Callable[[], Config],
     web_config: WebConfig | None = None,
     hangup: threading.Event | None = None,
+    lifecycle: bool = False,
 ) -> int:
     reloader = Reloader(load, config)
     registry = CollectorRegistry()
@@ -259,7 +273,10 @@ def _serve(
         registry,
         listen,
         version=__version__,
-        extra_routes={**reloader.routes(), "/-/reload": reload_route(reloader)},
+        extra_routes={
+            **reloader.routes(),
+            "/-/reload": reload_route(reloader) if lifecycle else lifecycle_disabled_route(),
+        },
         web_config=web_config,
     )
     stop = threading.Event()

@@ -13,6 +13,7 @@ This is also how to embed it in another Python process::
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from .api import TagsApi
 from .client import SmsPartnerClient
@@ -20,40 +21,51 @@ from .collector import SmsCollector
 from .config import Config
 from .incremental import IncrementalState
 from .probe import ProbeApp
-from .snapshot import BackgroundSource, Poller, ScrapeSource
+from .snapshot import BackgroundSource, Poller, ScrapeSource, Snapshot, Source
 from .statestore import StateFileError, open_store
 from .web import WSGIApp
 
 log = logging.getLogger(__name__)
 
 
-class Exporter:
-    """``previous``: the exporter a reload replaces; its page state is kept (same state file)."""
+class _WithProbeRequests:
+    """The source's snapshots, with the requests /probe sent (on its own client) counted in
+    ``sms_api_requests_total``."""
 
-    def __init__(self, config: Config, previous: Exporter | None = None) -> None:
+    def __init__(self, source: Source, probe: ProbeApp) -> None:
+        self.source = source
+        self.probe = probe
+
+    def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+        snapshot = self.source.snapshot(scrape_timeout)
+        extra = self.probe.requests_made
+        return replace(snapshot, upstream_requests=snapshot.upstream_requests + extra)
+
+
+class Exporter:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.client = SmsPartnerClient(config.api)
         self._owns_state = True
-        self.poller = Poller(config, self.client, self._state(config, previous))
+        self.poller = Poller(config, self.client, self._state(config))
         self.background = config.collection.mode == "background"
         self.source: ScrapeSource | BackgroundSource
         if self.background:
             self.source = BackgroundSource(self.poller)
         else:
             self.source = ScrapeSource(self.poller)
-        self.collector = SmsCollector(self.source, cached=self.background)
         self.probe = ProbeApp(config, self.client)
-        self.tags_api = TagsApi(self.source)
+        counted = _WithProbeRequests(self.source, self.probe)
+        self.collector = SmsCollector(counted, cached=self.background)
+        self.tags_api = TagsApi(counted)
 
-    def _state(self, config: Config, previous: Exporter | None) -> IncrementalState | None:
+    @staticmethod
+    def _state(config: Config) -> IncrementalState | None:
+        """The page state of incremental collection (None: whole reads), from the state file
+        if there is one."""
         if not config.collection.incremental:
             return None
         path = config.collection.state_file
-        if previous is not None and previous.poller.incremental is not None:
-            kept = previous.poller.incremental
-            if (kept.store.path if kept.store is not None else None) == path:
-                previous._owns_state = False
-                return kept
         store = None
         if path is not None:
             try:
@@ -66,6 +78,27 @@ class Exporter:
         """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
         return {"/probe": self.probe, "/api/v1/tags": self.tags_api}
 
+    def carry_over(self, old: Exporter) -> None:
+        """Keep what ``old`` (the exporter of the configuration before a reload) knew and a
+        reload must not lose: the last account reading (and its error counters), when both
+        read the same account; the page state of the tags (see below)."""
+        same_account = (old.config.api.url, old.config.api.key) == (
+            self.config.api.url,
+            self.config.api.key,
+        )
+        if same_account and self.poller.account is not None and old.poller.account is not None:
+            self.poller.account.carry_from(old.poller.account)
+        # The page state of incremental collection, when both keep it in the same place (the
+        # same state file, or memory): the tags that stay go on from where they were.
+        mine, kept = self.poller.incremental, old.poller.incremental
+        if mine is not None and kept is not None and old._owns_state:
+            path = mine.store.path if mine.store is not None else None
+            if (kept.store.path if kept.store is not None else None) == path:
+                if mine.store is not None:
+                    mine.store.close()
+                self.poller.share_incremental(kept)
+                old._owns_state = False
+
     def start(self) -> Exporter:
         """Start the background refresher, if the mode has one."""
         if isinstance(self.source, BackgroundSource):
@@ -73,9 +106,15 @@ class Exporter:
         return self
 
     def close(self) -> None:
-        # The client first: it aborts the requests in flight, so a round in progress ends at
+        # The sources are told first, so that a round cut short by the closing is not an error;
+        # then the client: it aborts the requests in flight, so a round in progress ends at
         # once and the refresher thread can be joined without waiting for the upstream.
+        if isinstance(self.source, BackgroundSource):
+            self.source.stop(timeout=0)
+        else:
+            self.source.close()
         self.client.close()
+        self.probe.close()
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
         self.poller.close()
