@@ -209,7 +209,8 @@ def test_the_first_read_goes_on_over_rounds_and_exports_nothing_until_done(sim):
             state = states["gros"]
             if state.incremental.mode != "first_read":
                 break
-            assert state.counts is None and state.up
+            # Not done in time: down (reason deadline) and no counts, its progress kept.
+            assert state.counts is None and (state.up or state.error == "deadline")
             ratios.append(state.incremental.read / state.incremental.known)
         else:
             pytest.fail("the first read never ended")
