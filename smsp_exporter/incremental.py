@@ -870,10 +870,10 @@ class _Job:
             if not st.complete or stale:
                 read = sum(seg.hi - seg.lo for seg in st.segments) - stale
                 info = RoundInfo("first_read", st.order, self.fetched, 0, read, known)
-                if self.error is not None:
-                    # Cut short (often by the round's deadline: the tag is too large for one
-                    # round): down with that reason, as any round cut short, its progress kept.
+                if self.error is not None and not isinstance(self.error, DeadlineExceeded):
                     return self.error, info
+                # Out of time is how a first read too large for one round ends its rounds: not
+                # a failure (the issue is that it used to fail for ever), it goes on next round.
                 return Progress(self.tag, read, known, self.latest_total), info
         info = RoundInfo("incremental", st.order, self.fetched, self.reused)
         return self._counts(st), info
