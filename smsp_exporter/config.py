@@ -74,6 +74,12 @@ def _says(**words: Any) -> Meta:
     return Meta(extra=say(**words))
 
 
+_FilePath = Annotated[
+    str,
+    Meta(
+        pattern=r"\S", extra=say(expected="a file path", invalid="expected a file path, got {got}")
+    ),
+]
 _Tag = Annotated[
     str, Meta(min_length=1, extra=say(invalid="empty tag: each tag must be a non-empty string"))
 ]
@@ -119,6 +125,12 @@ class CollectionConfig:
     interval: PositiveSeconds = 60.0
     min_interval: Seconds = 0.0
     keep_last_values: bool = False
+    # Incremental collection (see incremental.py): re-read only the pages that can change.
+    incremental: bool = True
+    report_deadline: PositiveSeconds = 48 * 3600.0  # after this, a Waiting message gets no report
+    # SQLite file keeping the page state across restarts; made absolute (from the config
+    # file's directory) when the file is loaded.
+    state_file: _FilePath | None = None
 
 
 @dataclass(frozen=True)
@@ -321,7 +333,7 @@ def _check(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
     return Config(
         tags=tags,
         api=replace(file.api, url=url, key=key, key_file=None),
-        collection=file.collection,
+        collection=_collection(file.collection, base_dir),
         tag_templates=templates,
         probe=file.probe,
         account=file.account,
@@ -332,6 +344,12 @@ def _check(data: object, source: str, env: Mapping[str, str], base_dir: Path | N
 
 
 _Fail = Callable[[str, str], NoReturn]
+
+
+def _collection(collection: CollectionConfig, base_dir: Path | None) -> CollectionConfig:
+    if collection.state_file is None:
+        return collection
+    return replace(collection, state_file=str(_absolute(collection.state_file, base_dir)))
 
 
 def _tags(

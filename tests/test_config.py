@@ -974,3 +974,37 @@ def test_more_declared_checks(section, data, key, problem):
     base[section] = {**base.get(section, {}), **data}  # type: ignore[dict-item]
     err = dict_error(base)
     assert err.key == key and problem in err.problem, str(err)
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"state_file": 3}, "collection.state_file", "expected a file path, got 3"),
+        ({"state_file": "  "}, "collection.state_file", "expected a file path, got '  '"),
+        ({"report_deadline": "0s"}, "collection.report_deadline", "must be greater than 0"),
+        ({"report_deadline": "2d1h"}, None, None),
+        ({"incremental": "no"}, "collection.incremental", "expected true or false, got 'no'"),
+        (
+            {"incremental_": True},
+            "collection.incremental_",
+            "unknown key (did you mean 'incremental'?)",
+        ),
+    ],
+)
+def test_incremental_collection_settings(data, key, problem):
+    document = {"api": {"key": KEY}, "collection": data, "tags": ["a"]}
+    if key is None:
+        assert config_from_dict(document, env=NO_ENV).collection.report_deadline == 49 * 3600
+        return
+    err = dict_error(document)
+    assert err.key == key and err.problem.startswith(problem), str(err)
+
+
+def test_state_file_is_relative_to_the_config_files_directory(tmp_path, monkeypatch):
+    path = write(tmp_path, minimal(rest="collection:\n  state_file: state/s.db\ntags: [a]\n"))
+    monkeypatch.chdir("/")
+    config = load_config(path, env=NO_ENV)
+    assert config.collection.state_file == str(tmp_path / "state" / "s.db")
+    assert config.collection.incremental is True
+    assert config.collection.report_deadline == 48 * 3600
+    assert load_config(write(tmp_path, minimal()), env=NO_ENV).collection.state_file is None
