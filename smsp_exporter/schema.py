@@ -339,8 +339,7 @@ else:  # to msgspec, types whose values come from their parser (PARSERS)
         """Bytes: an integer, or a string with a binary unit (512KiB, 8MiB, 1GiB)."""
 
 
-# --------------------------------------------------------------------------------------------
-# Durations
+# Durations (Prometheus' spelling)
 
 _UNIT_SECONDS = {
     "y": 365 * 86400.0,
@@ -418,7 +417,7 @@ def _positive_seconds(value: object) -> PositiveSeconds:
     return PositiveSeconds(seconds)
 
 
-def _byte_size(value: object) -> ByteSize:
+def _byte_size(value: object) -> ByteSize:  # the range: api.max_response_bytes', its one user
     wrong = f"expected a size such as 8MiB or 8388608, got {describe(value)}"
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(wrong)
