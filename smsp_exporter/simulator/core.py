@@ -1558,7 +1558,3 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
