@@ -697,6 +697,61 @@ def test_control_endpoints(sim: Simulator, http: requests.Session) -> None:
     assert http.get(f"{control}/tag", timeout=5).status_code == 405
 
 
+def test_control_clock_and_tag_removal(sim: Simulator, http: requests.Session) -> None:
+    control = f"{sim.base_url}/_sim"
+    assert http.post(f"{control}/freeze", json={"at": 42.5}, timeout=5).json() == {
+        "ok": True,
+        "now": 42.5,
+    }
+    assert sim.frozen and sim.now() == 42.5
+    answer = http.post(f"{control}/unfreeze", timeout=5).json()
+    assert answer["ok"] is True and answer["now"] >= 42.5 and not sim.frozen
+    assert http.post(f"{control}/freeze", timeout=5).json()["now"] >= 42.5  # at: now
+    assert sim.frozen
+    removed = http.post(f"{control}/remove-tag", json={"name": "other"}, timeout=5)
+    assert removed.json() == {"ok": True} and sim.tags() == ["promo"]
+    again = http.post(f"{control}/remove-tag", json={"name": "other"}, timeout=5)
+    assert again.status_code == 404
+    assert http.get(f"{control}/expected", params={"tag": "other"}, timeout=5).status_code == 404
+    assert http.get(f"{control}/expected", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"name": 5}', b'{"name": "x", "messages": "many"}'],
+)
+def test_control_rejects_a_bad_body_with_400(
+    sim: Simulator, http: requests.Session, body: bytes
+) -> None:
+    answer = http.post(f"{sim.base_url}/_sim/tag", data=body, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["ok"] is False
+    assert sim.stats()["errors"] == 0 and sim.tags() == ["promo", "other"]
+    # the connection is still good for the API
+    assert get(http, sim, tag="other").status_code == 200
+
+
+def test_a_simulator_bug_is_a_500_counted_and_the_server_goes_on() -> None:
+    broken = threading.Event()
+    broken.set()
+
+    def clock() -> float:
+        if broken.is_set():
+            broken.clear()
+            raise ZeroDivisionError("a bug in the clock")
+        return 0.0
+
+    with Simulator(tags=[OTHER], clock=clock) as s, requests.Session() as session:
+        answer = get(session, s, tag="other")
+        assert answer.status_code == 500
+        assert answer.json() == {"success": False, "code": 500, "message": "simulator bug"}
+        stats = s.stats()
+        assert stats["errors"] == 1 and stats["in_flight"] == 0
+        assert stats["by_status"] == {}  # no answer of the API was written
+        assert s.last_error is not None and "ZeroDivisionError" in s.last_error
+        assert get(session, s, tag="other").status_code == 200
+
+
 def test_stop_is_prompt_and_the_port_then_refuses(http: requests.Session) -> None:
     s = Simulator(tags=[OTHER]).start()
     assert get(http, s, tag="other").status_code == 200  # leaves an idle keep-alive connection

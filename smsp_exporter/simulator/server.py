@@ -120,8 +120,9 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:  # a simulator bug: say so over HTTP rather than hang the client
             server.traffic.note_error(traceback.format_exc())
             self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.send(500, dumps({"success": False, "code": 500, "message": "simulator bug"}))
+            body = dumps({"success": False, "code": 500, "message": "simulator bug"})
+            with contextlib.suppress(OSError):  # say that it closes: the client must not reuse
+                self.send(500, body, headers={"Connection": "close"})
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
