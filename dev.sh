@@ -11,8 +11,9 @@ VENV=${SMSP_VENV:-.venv}
 PY=${PYTHON:-python3}
 
 venv() {
-    # (Re)install the project and its test dependencies when pyproject.toml changed.
-    local stamp="$VENV/.installed" want
+    # (Re)install the project when pyproject.toml changed: with its test dependencies (the
+    # default), or alone ("runtime": what ./dev.sh demo needs). A test install serves both.
+    local extra=${1:-test} stamp="$VENV/.installed" want have
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ ! -x "$VENV/bin/python" ]; then
         echo "==> creating virtual environment in $VENV" >&2
@@ -23,11 +24,18 @@ venv() {
             "$PY" -m venv "$VENV"
         fi
     fi
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    have=$(cat "$stamp" 2>/dev/null || true)
+    if [ "$have" = "$want test" ] || [ "$have" = "$want $extra" ]; then
+        return 0
+    fi
+    if [ "$extra" = runtime ]; then
+        echo "==> installing smsp-exporter" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e .
+    else
         echo "==> installing smsp-exporter and its test dependencies" >&2
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
-        echo "$want" >"$stamp"
     fi
+    echo "$want $extra" >"$stamp"
 }
 
 system_packages() {
@@ -69,12 +77,13 @@ apt_install() {
 lint() {
     "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks
     "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks
+    "$VENV/bin/mypy"  # pyproject.toml, [tool.mypy]: the package, strict
 }
 
 case "${1:-}" in
     demo)
         shift
-        venv
+        venv runtime
         exec "$VENV/bin/smsp-exporter" --demo "$@"
         ;;
     test)
@@ -83,7 +92,9 @@ case "${1:-}" in
         system_packages
         homeassistant_venv
         lint
-        exec "$VENV/bin/python" -m pytest "$@"
+        # Every system program is installed now: a test that cannot find one fails instead
+        # of skipping (tests/conftest.py, require_tool).
+        SMSP_REQUIRE_TOOLS=1 exec "$VENV/bin/python" -m pytest "$@"
         ;;
     bench)
         shift

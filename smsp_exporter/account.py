@@ -12,6 +12,7 @@ Only the ``credits`` object is read: the user's name never leaves the process.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -24,7 +25,13 @@ from types import MappingProxyType
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .client import SmsPartnerClient
-from .errors import DeadlineExceeded, HttpStatusError, InvalidResponse, UpstreamError
+from .errors import (
+    DeadlineExceeded,
+    HttpStatusError,
+    InvalidResponse,
+    UpstreamError,
+    detached,
+)
 from .parse import check_success
 
 ENDPOINT = "me"
@@ -32,6 +39,8 @@ _KNOWN_KINDS = {"creditSms": "sms", "creditSmsECO": "sms_eco", "creditSmsLowCost
 _CREDIT_FIELD = re.compile(r"credit([A-Z][A-Za-z0-9]{0,30})")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _MAX_KINDS = 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,7 @@ class AccountReader:
         self._errors: dict[str, int] = {}
         self._credit: Credit | None = None
         self._last_success: float | None = None
+        self._failing: str | None = None  # reason of the failure logged last, None when up
 
     def start(self, deadline: float) -> Future[Credit]:
         return self._executor.submit(self._read, deadline)
@@ -109,10 +119,12 @@ class AccountReader:
         status, body = self.client.get_endpoint(ENDPOINT, deadline)
         try:
             return parse_me(body)
-        except InvalidResponse:
-            if status >= 400:
-                raise HttpStatusError(status) from None
-            raise
+        except UpstreamError as err:
+            failure = detached(err)  # raised below, out of the frames that hold the body
+        del body
+        if isinstance(failure, InvalidResponse) and status >= 400:
+            raise HttpStatusError(status)
+        raise failure
 
     def finish(self, future: Future[Credit], deadline: float) -> AccountState:
         """Wait for the reading started by :meth:`start` (until ``deadline``) and fold it in."""
@@ -132,8 +144,18 @@ class AccountReader:
             if isinstance(result, UpstreamError):
                 self._errors[result.reason] = self._errors.get(result.reason, 0) + 1
                 up = False
+                if result.reason != self._failing:  # logged once per change, not every round
+                    log.warning(
+                        "reading the account's credit failed: %s",
+                        result.message,
+                        extra={"reason": result.reason},
+                    )
+                self._failing = result.reason
             else:
                 self._credit, self._last_success, up = result, time.time(), True
+                if self._failing is not None:
+                    log.info("reading the account's credit works again")
+                self._failing = None
             return AccountState(
                 up, self._credit, self._last_success, MappingProxyType(dict(self._errors))
             )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
@@ -20,8 +21,12 @@ from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, reload_route
+from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
 
 log = logging.getLogger("smsp_exporter")
 
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["simulate"]:
         from .simulator import main as simulate
 
-        return simulate(argv[1:])
+        return simulate(argv[1:], prog="smsp-exporter simulate")
     if argv[:1] == ["homeassistant-package"]:
         from .homeassistant import main as homeassistant_package
 
@@ -164,7 +169,7 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
     for warning in config.warnings:
         log.warning("%s: %s", config.source, warning)
     if args.config_check:
-        print(f"{config.source}: valid, {len(config.tags)} tags, mode {config.collection.mode}")
+        print(f"{config.source}: valid, {_tag_summary(config)}, mode {config.collection.mode}")
         return 0
 
     if args.demo:
@@ -186,7 +191,21 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
             simulator.stop()
 
 
-def _start_demo():
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _tag_summary(config: Config) -> str:
+    """What is configured, and with templates what is collected now (a template stands for
+    several tags, changing at midnight): "2 tags", "2 tags + 1 template = 9 tags today"."""
+    text = _plural(len(config.tags), "tag")
+    if not config.tag_templates:
+        return text
+    today = len(expand_tags(config.tags, config.tag_templates, time.time()))
+    return f"{text} + {_plural(len(config.tag_templates), 'template')} = {today} tags today"
+
+
+def _start_demo() -> tuple[Simulator, Config]:
     from .simulator import DEMO_DIALECTS, DEMO_TAGS, Simulator
 
     # Simulated t=0 is now: the campaigns' dates (and the age of their Waiting messages) follow
@@ -206,6 +225,9 @@ def _start_demo():
             "account": {"enabled": True},
         },
         source="<demo>",
+        # The simulator's key, whatever the environment says: the Docker image sets
+        # SMSP_API_KEY_FILE, which would otherwise replace it and get every tag rejected.
+        env={},
     )
     log.info("demo: simulator of the SMS Partner API started", extra={"url": simulator.url})
     return simulator, config
@@ -255,7 +277,11 @@ def _serve(
     metrics_url = f"{server.url.rstrip('/')}/metrics"
     log.info(
         "serving metrics",
-        extra={"url": metrics_url, "tags": len(config.tags), "mode": config.collection.mode},
+        extra={
+            "url": metrics_url,
+            "tags": len(expand_tags(config.tags, config.tag_templates, time.time())),
+            "mode": config.collection.mode,
+        },
     )
     if demo:
         print(f"smsp-exporter demo: metrics at {metrics_url}  (Ctrl-C to stop)", flush=True)

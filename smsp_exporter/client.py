@@ -1,7 +1,8 @@
 """HTTP client for SMS Partner's ``GET /v1/bulk-status-by-tag``.
 
-One :class:`requests.Session` (keep-alive, ``concurrency`` pooled connections), a timeout on
-every request, a shared request-rate limit, retries only where safe (a GET, on connection
+One :class:`requests.Session` (keep-alive, ``concurrency`` pooled connections) under a
+transport that bounds every request in time, size and destination (:mod:`.transport`),
+a shared request-rate limit, retries only where safe (a GET, on connection
 errors, 429, 502, 503 and 504, inside the round's deadline), and pagination that never counts
 a page twice and never loops: see :class:`TagPager`.
 
@@ -10,28 +11,20 @@ Nothing here logs or raises text containing the request URL: it holds the API ke
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
 import math
 import queue
-import socket
 import threading
 import time
-import weakref
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.retry import Retry
-
-from . import __version__
+from . import transport
 from .config import ApiConfig
 from .errors import (
     ConnectionFailed,
@@ -40,6 +33,7 @@ from .errors import (
     InvalidResponse,
     RequestTimeout,
     UpstreamError,
+    detached,
 )
 from .parse import Page, parse_page
 
@@ -47,7 +41,6 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "bulk-status-by-tag"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-MAX_BODY_BYTES = 256 * 1024 * 1024
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
 # Seconds of network jitter the rate limit absorbs: requests are spaced (1 + this) / rate apart,
@@ -231,66 +224,6 @@ def _merge_runs(runs: list[array[int]]) -> array[int]:
     return merged
 
 
-class _AbortingPool:
-    """A urllib3 connection pool whose ``close()`` also cuts the connections in use: a request
-    waiting on a slow upstream then fails at once instead of holding the process up to
-    ``api.timeout`` at shutdown."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._every_conn: weakref.WeakSet = weakref.WeakSet()
-        self._every_conn_lock = threading.Lock()
-
-    def _new_conn(self):
-        conn = super()._new_conn()  # type: ignore[misc]
-        with self._every_conn_lock:
-            self._every_conn.add(conn)
-        return conn
-
-    def close(self) -> None:
-        super().close()  # type: ignore[misc]
-        with self._every_conn_lock:
-            conns = list(self._every_conn)
-        for conn in conns:
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-class _AbortingHTTPPool(_AbortingPool, HTTPConnectionPool):
-    pass
-
-
-class _AbortingHTTPSPool(_AbortingPool, HTTPSConnectionPool):
-    pass
-
-
-class _AbortingAdapter(HTTPAdapter):
-    """Closing it (``session.close()``) aborts the requests in flight."""
-
-    _pools = MappingProxyType({"http": _AbortingHTTPPool, "https": _AbortingHTTPSPool})
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = self._pools
-        return manager
-
-    def close(self) -> None:
-        # urllib3 2 forgets its pools on clear() without closing them: close them here.
-        pools = []
-        for manager in (self.poolmanager, *self.proxy_manager.values()):
-            keys = manager.pools.keys()  # the container itself refuses iteration
-            pools += [pool for key in keys if (pool := manager.pools.get(key))]
-        super().close()
-        for pool in pools:
-            pool.close()
-
-
 class SmsPartnerClient:
     """Reads tags from the API. Thread-safe; one instance per exporter."""
 
@@ -302,15 +235,9 @@ class SmsPartnerClient:
         self.limiter = RateLimiter(
             api.max_requests_per_second, sleep=self._closed.wait, margin=RATE_JITTER_MARGIN
         )
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"User-Agent": f"smsp-exporter/{__version__}", "Accept": "application/json"}
-        )
-        adapter = _AbortingAdapter(
-            pool_connections=1, pool_maxsize=api.concurrency, max_retries=0, pool_block=True
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # Every GET goes through it: a total deadline, a body cap, no redirects (transport.py).
+        self.transport = transport.Transport(api.url, api.concurrency, api.max_response_bytes)
+        self.session = self.transport.session
         self._executor = ThreadPoolExecutor(api.concurrency, thread_name_prefix="smsp-fetch")
         self._lock = threading.Lock()
         self.requests_made = 0  # every HTTP request sent upstream, retries included
@@ -319,7 +246,7 @@ class SmsPartnerClient:
         """Stop: no new request or retry starts, and the requests in flight are aborted."""
         self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self.session.close()
+        self.transport.close()
 
     # -- one page -------------------------------------------------------------------------
     def fetch_page(self, tag: str, page: int = 1, deadline: float | None = None) -> Page:
@@ -363,13 +290,15 @@ class SmsPartnerClient:
         status, body, retry_after_header = self._get(self.url, params, deadline)
         try:
             return parse_page(body)
-        except InvalidResponse:
-            if status >= 400:
-                error = HttpStatusError(status)
-                if status == 429 or status == 503:
-                    error.retry_after = self._retry_after(retry_after_header)
-                raise error from None
-            raise
+        except UpstreamError as err:
+            failure = detached(err)  # raised below, out of the frames that hold the body
+        del body
+        if isinstance(failure, InvalidResponse) and status >= 400:
+            error = HttpStatusError(status)
+            if status == 429 or status == 503:
+                error.retry_after = self._retry_after(retry_after_header)
+            raise error
+        raise failure
 
     def get_endpoint(self, endpoint: str, deadline: float | None = None) -> tuple[int, bytes]:
         """One GET of ``{api.url}/{endpoint}?apiKey=...`` (e.g. ``me``): rate-limited, counted
@@ -393,26 +322,17 @@ class SmsPartnerClient:
         with self._lock:
             self.requests_made += 1
         try:
-            with self.session.get(url, params=params, timeout=timeout, stream=True) as resp:
-                body = _read_body(resp)
-                status = resp.status_code
-                retry_after_header = resp.headers.get("Retry-After")
-        except requests.Timeout:
-            raise RequestTimeout(f"no answer within {timeout:.3g} s") from None
-        except requests.RequestException as err:
-            # str(err) holds the URL and so the key: only the exception's type is kept.
-            raise ConnectionFailed(f"request failed ({type(err).__name__})") from None
-        return status, body, retry_after_header
+            return self.transport.get(url, params, timeout)
+        except RequestTimeout:
+            if timeout >= self.api.timeout:
+                raise
+        # Cut by the round's deadline, not by api.timeout: say so, like the round does.
+        raise DeadlineExceeded("the round ran out of time during the request")
 
     def _retry_after(self, header: str | None) -> float | None:
-        if not header:
-            return None
-        try:
-            seconds = Retry().parse_retry_after(header)
-        except Exception:
-            return None
-        seconds = max(0.0, seconds)
-        self.limiter.pause_until(time.monotonic() + seconds)
+        seconds = transport.retry_after_seconds(header)  # capped: see MAX_RETRY_AFTER
+        if seconds is not None:
+            self.limiter.pause_until(time.monotonic() + seconds)
         return seconds
 
     # -- a round --------------------------------------------------------------------------
@@ -499,14 +419,3 @@ class SmsPartnerClient:
         for future, (owner, _) in pending.items():
             if owner == tag:
                 future.cancel()
-
-
-def _read_body(resp: requests.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in resp.iter_content(chunk_size=256 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidResponse(f"the answer is larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

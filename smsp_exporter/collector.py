@@ -67,8 +67,9 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
     )
     errors = CounterMetricFamily(
         "sms_api_errors",
-        "Failed collections of the tag, by reason (timeout, connection, invalid_response, "
-        "deadline, http_<status>, api_code_<code>)",
+        "Failed collections of the tag, by reason, from a fixed set: timeout, connection, "
+        "invalid_response, deadline, redirect, response_too_large, http_<status> (standard "
+        "4xx/5xx) or http_other, api_code_<code> (documented codes) or api_code_other",
         labels=["tag", "reason"],
     )
     truncations = CounterMetricFamily(

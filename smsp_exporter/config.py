@@ -41,7 +41,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import yaml
@@ -49,6 +49,15 @@ import yaml
 from .tags import TagTemplate, parse_template
 
 DEFAULT_API_URL = "https://api.smspartner.fr/v1"
+# The official host serves the API under this path only: any other path there is a mistake.
+_OFFICIAL_HOST = "api.smspartner.fr"
+_API_PATH = "/v1"
+# The API's endpoints (the exporter appends the first two to api.url): a URL ending with one is
+# an endpoint's URL pasted where the base URL belongs.
+_API_ENDPOINTS = ("bulk-status-by-tag", "me", "bulk-status", "message-status", "send")
+# Keys our own documentation shows as examples (config.example.yaml, the systemd and Docker
+# steps): never a real key, and otherwise only noticed at run time as "API key rejected".
+_PLACEHOLDER_KEYS = frozenset({"your-api-key", "replace-me-with-your-sms-partner-api-key"})
 
 ENV_KEY = "SMSP_API_KEY"
 ENV_KEY_FILE = "SMSP_API_KEY_FILE"
@@ -78,6 +87,8 @@ class ApiConfig:
     max_requests_per_second: float = 5.0
     max_pages: int = 1000
     retries: int = 2
+    # Bytes of one answer, after decompression (see README, "Failure behaviour").
+    max_response_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -283,7 +294,26 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
             source, TOP_LEVEL, "the file holds no settings (only comments?): it needs a tags list"
         )
     base_dir = Path(source).absolute().parent
-    return config_from_dict(data, source=source, env=env, base_dir=base_dir)
+    try:
+        return config_from_dict(data, source=source, env=env, base_dir=base_dir)
+    except ConfigError as err:
+        # config_from_dict scrubs the api.key it finds; a damaged file may have lost that
+        # entry and carry the key inside another token (an unknown key's name): scrub what
+        # follows the word "key" in the text too.
+        uncommented = _COMMENT.sub("", text)  # "the key itself" in a comment is no key
+        hidden = tuple(set(_AFTER_KEY_WORD.findall(uncommented)))
+        raise ConfigError(
+            _scrub(err.source, hidden), _scrub(err.key, hidden), _scrub(err.problem, hidden)
+        ) from None
+
+
+_COMMENT = re.compile(r"(?:^|[ \t])#[^\n]*", re.MULTILINE)
+# A token after the word "key" and a few separators (": ", "{ ", "= "): a key, or what is left
+# of one in a damaged file.
+_AFTER_KEY_WORD = re.compile(
+    r"""key[^\w\n]{1,4}([^\s'"{}\[\],#:]{""" + str(_MIN_SCRUB_LENGTH) + ",})",
+    re.IGNORECASE,
+)
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
@@ -354,6 +384,7 @@ _API_KEYS = (
     "max_requests_per_second",
     "max_pages",
     "retries",
+    "max_response_bytes",
 )
 _COLLECTION_KEYS = ("mode", "interval", "min_interval", "keep_last_values")
 _TEMPLATE_KEYS = ("template", "days", "timezone")
@@ -390,6 +421,7 @@ class _Builder:
         collection = self.collection(collection_data)
         probe = self.probe(probe_data)
         tags, templates, warnings = self.tags(data, probe_only=probe.enabled)
+        warnings = (*self.url_warnings(str(api["url"])), *warnings)
         key, key_source = self.api_key(api_data)
         return Config(
             tags=tags,
@@ -427,7 +459,7 @@ class _Builder:
 
     # -- sections
 
-    def api(self, data: Mapping) -> dict[str, object]:
+    def api(self, data: Mapping) -> dict[str, Any]:
         defaults = ApiConfig()
         return {
             "url": self.url(data.get("url")),
@@ -436,9 +468,10 @@ class _Builder:
             "max_requests_per_second": self.rate(data.get("max_requests_per_second")),
             "max_pages": self.integer(data, "api", "max_pages", defaults.max_pages, 1, None),
             "retries": self.integer(data, "api", "retries", defaults.retries, 0, 10),
+            "max_response_bytes": self.size(data.get("max_response_bytes")),
         }
 
-    def collection(self, data: Mapping) -> dict[str, object]:
+    def collection(self, data: Mapping) -> dict[str, Any]:
         defaults = CollectionConfig()
         mode = data.get("mode")
         if mode is None:
@@ -569,6 +602,9 @@ class _Builder:
                 self.fail("api.key_file", "empty path")
         if key is not None and key_file is not None:
             self.fail("api.key_file", "cannot be used together with api.key: set only one of them")
+        if key is not None:
+            # Even when the environment's key wins: left active, it is used the day it does not.
+            self.not_a_placeholder("api.key", key.strip())
 
         env_key = str(self.env.get(ENV_KEY) or "").strip()
         if env_key:
@@ -591,23 +627,34 @@ class _Builder:
         )
 
     def read_key_file(self, origin: str, path: Path) -> str:
+        # The path is never printed: a key pasted where its file's path belongs would be.
         try:
             with path.open("rb") as handle:
                 raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
-            self.fail(origin, f"cannot read {path}: {_os_reason(exc)}")
+            self.fail(origin, f"cannot read the file it names: {_os_reason(exc)}")
         if len(raw) > _MAX_KEY_FILE_BYTES:
-            self.fail(origin, f"{path} is too large to hold an API key")
+            self.fail(origin, "the file it names is too large to hold an API key")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            self.fail(origin, f"{path} is not UTF-8 text")
+            self.fail(origin, "the file it names is not UTF-8 text")
         key = text.strip()
         if not key:
-            self.fail(origin, f"{path} is empty")
+            self.fail(origin, "the file it names is empty")
         return key
 
+    def not_a_placeholder(self, origin: str, key: str) -> None:
+        if key.lower() in _PLACEHOLDER_KEYS:
+            # Not echoed: the message names where it came from, which is enough to find it.
+            self.fail(
+                origin,
+                "is the documentation's placeholder, not an API key: "
+                "put the key of your SMS Partner account there",
+            )
+
     def checked_key(self, origin: str, key: str) -> str:
+        self.not_a_placeholder(origin, key)
         if any(c.isspace() or not c.isprintable() for c in key):
             self.fail(
                 origin,
@@ -644,7 +691,35 @@ class _Builder:
             self.fail(path, f"must start with http:// or https://, got {_describe(value)}")
         if not parts.hostname:
             self.fail(path, "has no host name")
+        # The exporter appends "/bulk-status-by-tag" and "/me": a wrong path passes every other
+        # check and only shows at run time as an API "404" on every tag.
+        url_path = parts.path.rstrip("/")
+        last = url_path.rpartition("/")[2]
+        if last in _API_ENDPOINTS:
+            self.fail(
+                path,
+                f"ends with the endpoint /{last}: give the API's base URL "
+                f"(e.g. {DEFAULT_API_URL}); the exporter appends the endpoints itself",
+            )
+        if parts.hostname == _OFFICIAL_HOST and url_path != _API_PATH:
+            self.fail(
+                path,
+                f"the SMS Partner API is at {DEFAULT_API_URL}: the path must be {_API_PATH}, "
+                f"not {url_path or '/'!r}",
+            )
         return value.rstrip("/")
+
+    def url_warnings(self, url: str) -> list[str]:
+        """Another host (a proxy, a mirror) may serve the API under any path, so a path without
+        the version prefix is only a warning there (on the official host it is an error)."""
+        url_path = urlsplit(url).path.rstrip("/")
+        if url_path.endswith(_API_PATH):
+            return []
+        return [
+            f"api.url: the path {url_path or '/'!r} does not end with {_API_PATH}, the API's "
+            f"version prefix: requests will go to {url_path}/bulk-status-by-tag, which SMS "
+            "Partner answers with error 404 (fine only if this host is a proxy that maps it)"
+        ]
 
     def boolean(self, data: Mapping, section: str, name: str, default: bool) -> bool:
         value = data.get(name)
@@ -684,6 +759,23 @@ class _Builder:
             self.fail(path, f"must be at least {low}, got {_describe(value)}")
         return value
 
+    def size(self, value: object) -> int:
+        """``api.max_response_bytes``: bytes, as an integer or a string with a binary unit."""
+        path = "api.max_response_bytes"
+        if value is None:
+            return ApiConfig().max_response_bytes
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+        if isinstance(value, str):
+            match = _SIZE.fullmatch(value.strip())
+            if match is None:
+                self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
+            value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+        low, high = _SIZE_UNITS["KiB"] * 64, _SIZE_UNITS["GiB"]
+        if not low <= value <= high:
+            self.fail(path, f"must be between 64KiB and 1GiB, got {_describe(value)}")
+        return value
+
     def rate(self, value: object) -> float:
         path = "api.max_requests_per_second"
         if value is None:
@@ -705,6 +797,8 @@ class _Builder:
 # Helpers
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
 
 
 def _join(prefix: str, name: object) -> str:

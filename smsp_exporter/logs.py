@@ -216,7 +216,7 @@ class _Formatter(logging.Formatter):
         return redact(line)
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler):
     """The handler :func:`setup_logging` installs (recognised when it is called again)."""
 
     def handleError(self, record: logging.LogRecord) -> None:

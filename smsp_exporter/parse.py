@@ -312,7 +312,7 @@ def parse_page(body: bytes) -> Page:
     stops = _stop_flags(list(map(_STOP, messages)))
     dates = list(map(_DATE, messages))
     try:
-        joined = "\x00".join(dates)  # type: ignore[arg-type]
+        joined = "\x00".join(dates)
     except TypeError:  # a number or null among them
         uniform = None
     else:
@@ -326,12 +326,12 @@ def parse_page(body: bytes) -> Page:
         waiting = dates if counts[WAITING] == len(dates) else compress(dates, _waiting(statuses))
         # msgspec reads digits into ints faster than int() one by one (no leading zeros here,
         # so the text is valid JSON).
-        text = "[" + ",".join(waiting) + "]"  # type: ignore[arg-type]
+        text = "[" + ",".join(waiting) + "]"
         numbers = _INTS.decode(text.encode("ascii"))
         numbers.sort()
         waiting_dates = tuple(numbers)
     # Digit strings of one length compare as their numbers do.
-    newest = max(dates) if uniform else max(dates, key=int)  # type: ignore[type-var]
+    newest = max(dates) if uniform else max(dates, key=int)
     return Page(
         current_page=current,
         total=total,
@@ -339,13 +339,13 @@ def parse_page(body: bytes) -> Page:
         statuses=MappingProxyType(dict(counts)),
         stop=stops.count(1),
         oldest_waiting=waiting_dates[0] if waiting_dates else None,
-        newest=int(newest),  # type: ignore[arg-type]
+        newest=int(newest),
         fingerprint=_raw_fingerprint(raw, len(messages)),
         waiting_dates=waiting_dates,
         unreadable=_unreadable(0, stops.count(STOP_UNKNOWN)),
         content_key=content_key(statuses, counts, stops, joined),
-        first_date=int(dates[0]),  # type: ignore[arg-type]
-        last_date=int(dates[-1]),  # type: ignore[arg-type]
+        first_date=int(dates[0]),
+        last_date=int(dates[-1]),
     )
 
 
@@ -393,7 +393,9 @@ def _page_of(
         oldest_waiting=waiting_dates[0] if waiting_dates else None,
         newest=max(known, default=None),
         fingerprint=(
-            _raw_fingerprint(raw, len(statuses)) if raw is not None else _fingerprint(messages)
+            _raw_fingerprint(raw, len(statuses))
+            if raw is not None
+            else _fingerprint(messages or [])
         ),
         waiting_dates=tuple(waiting_dates),
         waiting_unknown=counts.get(WAITING, 0) - len(waiting_dates),

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from .account import AccountReader, AccountState
+from .bounds import bounded_result
 from .client import SmsPartnerClient, TagCounts
 from .config import Config
 from .errors import UpstreamError
@@ -139,6 +140,7 @@ class Poller:
     ) -> TagState:
         errors = self._errors.setdefault(tag, {})
         truncations = self._truncations.setdefault(tag, {})
+        result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
         if isinstance(result, UpstreamError):
             errors[result.reason] = errors.get(result.reason, 0) + 1
             log.warning(

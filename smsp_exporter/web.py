@@ -80,6 +80,20 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     example = "expected HOST:PORT, e.g. :9847, 127.0.0.1:9847 or [::1]:9847"
     if not isinstance(value, str) or not value:
         raise ValueError(f"empty listen address: {example}")
+    scheme, has_scheme, rest = value.partition("://")
+    if has_scheme:
+        # A URL where an address belongs: say so (its "http:" looked like a bare IPv6 address).
+        address = rest.split("/", 1)[0]
+        if not re.fullmatch(r"[\w.:\[\]-]{1,100}", address):  # echoed unquoted: plain only
+            address = ":9847"
+        raise ValueError(
+            f"invalid listen address {value!r}: an address, not a URL: drop {scheme + '://'!r} "
+            f"and any path, e.g. {address} (TLS: --web.config.file)"
+        )
+    if "/" in value:
+        raise ValueError(
+            f"invalid listen address {value!r}: no path here (/metrics is fixed); {example}"
+        )
     if value.startswith("["):
         end = value.find("]")
         if end < 0 or value[end + 1 : end + 2] != ":":
@@ -118,7 +132,7 @@ def _bind_candidates(host: str, port: int) -> list[tuple[socket.AddressFamily, t
             candidates.append((socket.AF_INET6, ("", port)))
         candidates.append((socket.AF_INET, ("0.0.0.0", port)))
         return candidates
-    seen = []
+    seen: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
     for family, _, _, _, sockaddr in socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     ):
@@ -153,7 +167,7 @@ def _call(app: WSGIApplication, environ: WSGIEnvironment) -> Response:
         captured["headers"] = list(headers)
         return chunks.append
 
-    result = app(environ, start_response)  # type: ignore[arg-type]
+    result = app(environ, start_response)
     try:
         for chunk in result:
             chunks.append(chunk)
@@ -238,7 +252,8 @@ class _RequestHandler(WSGIRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # socket timeout, set by StreamRequestHandler
+        # The socket timeout, applied by StreamRequestHandler.setup (a class default there).
+        self.timeout = self.server.request_timeout  # type: ignore[misc]
         super().setup()
 
     def handle(self) -> None:
@@ -254,7 +269,11 @@ class _RequestHandler(WSGIRequestHandler):
         if not self.parse_request():  # it has sent the error answer
             return
         handler = _ServerHandler(
-            self.rfile, self.wfile, _ErrorStream(), self.get_environ(), multithread=True
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]  # a BufferedIOBase, as wsgiref itself passes
+            _ErrorStream(),
+            self.get_environ(),
+            multithread=True,
         )
         handler.request_handler = self  # type: ignore[attr-defined]  # used for logging
         handler.run(self.server.get_app())  # type: ignore[arg-type]

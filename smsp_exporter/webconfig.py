@@ -154,7 +154,13 @@ class _Builder:
     def fail(self, key: str, problem: str) -> WebConfigError:
         return WebConfigError(self.source, key, problem)
 
-    def mapping(self, data: object, key: str, allowed: tuple[str, ...], refused=None) -> Mapping:
+    def mapping(
+        self,
+        data: object,
+        key: str,
+        allowed: tuple[str, ...],
+        refused: Mapping[str, str] | None = None,
+    ) -> Mapping:
         if data is None:
             return {}
         if not isinstance(data, Mapping):

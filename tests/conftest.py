@@ -4,6 +4,8 @@ both on 127.0.0.1 with ports chosen by the kernel."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 from collections.abc import Iterator
 
@@ -16,6 +18,49 @@ from smsp_exporter.config import Config, config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.simulator import Simulator, TagSpec
 from smsp_exporter.web import ExporterServer
+
+# Programs of the system some tests run, and the Debian package that has each.
+SYSTEM_TOOLS = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "amtool": "prometheus-alertmanager",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "alertmanager": "prometheus-alertmanager",
+    "docker-compose": "docker-compose",
+    "systemd-analyze": "systemd",
+}
+# Set by ./dev.sh test, which installs them all: there a missing program is a failure, not a skip.
+REQUIRE_TOOLS = "SMSP_REQUIRE_TOOLS"
+
+
+def require_tool(*names: str) -> str:
+    """The path of the first of `names` on PATH. None there: the test is skipped with a message
+    naming the program and its Debian package (plain pytest on a machine without them), or
+    fails under ./dev.sh test (SMSP_REQUIRE_TOOLS=1), which must run everything."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    packages = sorted({SYSTEM_TOOLS[name] for name in names if name in SYSTEM_TOOLS})
+    where = (
+        f" (Debian package {', '.join(packages)}): ./dev.sh test installs it" if packages else ""
+    )
+    message = f"needs {' or '.join(names)} on PATH{where}"
+    if os.environ.get(REQUIRE_TOOLS) == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*programs): the test runs one of these programs (see require_tool)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        require_tool(*mark.args)
+
 
 # Looks like a real key, so that a leak of it anywhere is easy to find.
 API_KEY = "sk-LEAKCANARY-7f3a9c2e5b1d4f60"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import yaml
+
+from .conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "smsp-exporter.json"
@@ -28,12 +28,9 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
 def binary(*names: str) -> str:
-    """The first of `names` on PATH; the test fails (./dev.sh test installs them) if none."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail(f"none of {names} on PATH: ./dev.sh test installs Debian's packages")
+    """The first of `names` on PATH; if none, a skip naming them (a failure under ./dev.sh
+    test, which installs them)."""
+    return require_tool(*names)
 
 
 def dashboard_generator() -> ModuleType:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import API_KEY, campaign, free_port, samples, statuses_of, value
+from .conftest import API_KEY, campaign, free_port, require_tool, samples, statuses_of, value
 from .running import wait_until_up
 from .test_config import BAD_CONFIGS, expected_key
 
@@ -174,7 +174,11 @@ def test_promtool_check_metrics_flags_only_the_two_contract_names(exporter_proce
     _, url, _, _ = exporter_process
     text = requests.get(f"{url}/metrics", timeout=10).text
     result = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        [require_tool("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     flagged = {line.split()[0] for line in problems}

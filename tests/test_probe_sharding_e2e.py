@@ -8,7 +8,6 @@ exactly one replica, and every tag by one.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import yaml
 
 from smsp_exporter.config import config_from_dict
 
-from .conftest import API_KEY, campaign, free_port, serve
+from .conftest import API_KEY, campaign, free_port, require_tool, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "prometheus" / "prometheus-sharded.yml"
@@ -46,7 +45,7 @@ def sharded_config(replicas: list[str], sd_file: Path) -> dict:
 
 @contextlib.contextmanager
 def prometheus(config: dict, tmp_path: Path):
-    binary = shutil.which("prometheus") or "prometheus"  # dev.sh installs it
+    binary = require_tool("prometheus")
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()

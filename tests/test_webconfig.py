@@ -12,6 +12,8 @@ import trustme
 
 from smsp_exporter.webconfig import WebConfigError, load_web_config
 
+from .conftest import require_tool
+
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "web-config.example.yml"
 
 
@@ -31,7 +33,7 @@ def example_dir(tmp_path_factory) -> Path:
 
 def promtool(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["promtool", "check", "web-config", str(path)],
+        [require_tool("promtool"), "check", "web-config", str(path)],
         capture_output=True,
         text=True,
         timeout=30,

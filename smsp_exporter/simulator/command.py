@@ -38,9 +38,9 @@ def _parse_dialect(text: str) -> tuple[str, str]:
     return tag, dialect
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m smsp_exporter.simulator") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m smsp_exporter.simulator",
+        prog=prog,  # "smsp-exporter simulate" when run that way
         description="A fake SMS Partner API on loopback, for demos and tests.",
     )
     parser.add_argument(
