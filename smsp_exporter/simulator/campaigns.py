@@ -140,16 +140,21 @@ class Source:
     """The messages of one tag as a function of simulated time t (seconds since t=0)."""
 
     def count(self, t: float) -> int:
+        """The messages listed at time t: the answer's ``total``."""
         raise NotImplementedError
 
     def items(self, start: int, end: int, t: float) -> list[dict[str, Any]]:
+        """The messages at listing positions [start, end), in the documented encoding."""
         raise NotImplementedError
 
     def expected(self, t: float) -> dict[str, Any]:
+        """The truth at time t, for tests: see :meth:`.Simulator.expected`."""
         raise NotImplementedError
 
 
 class MessageList(Source):
+    """Fixed messages, listed in this order whatever the time."""
+
     def __init__(self, messages: Iterable[Message]) -> None:
         self.messages = tuple(messages)
 
