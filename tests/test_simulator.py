@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import signal
@@ -12,11 +13,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+import smsp_exporter.simulator as simulator_package
 from smsp_exporter.simulator import (
     DEFAULT_START_TIME,
     DEMO_TAGS,
@@ -805,3 +808,24 @@ def test_command_line_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_simulator_modules_use_only_each_others_public_names() -> None:
+    """The parts talk through public hooks: no module reads another object's private attribute
+    or imports another module's private name (the HTTP handler once called the Simulator's)."""
+    package = Path(simulator_package.__file__).parent
+    offences = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                owner = node.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                if not mine and not node.attr.startswith("__"):
+                    offences.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and node.level:
+                offences += [
+                    f"{path.name}:{node.lineno}: import {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_")
+                ]
+    assert offences == []
