@@ -161,7 +161,19 @@ class AccountReader:
             )
 
     def pending(self) -> AccountState:
-        return AccountState(False, None)
+        """Before this reader's first reading: down, with what :meth:`carry_from` kept."""
+        with self._lock:
+            return AccountState(
+                False, self._credit, self._last_success, MappingProxyType(dict(self._errors))
+            )
+
+    def carry_from(self, other: AccountReader) -> None:
+        """Keep what ``other`` (the reader before a reload) knew: the last reading stays
+        exported while readings fail, and the error counters keep counting."""
+        with other._lock:
+            credit, last_success, errors = other._credit, other._last_success, dict(other._errors)
+        with self._lock:
+            self._credit, self._last_success, self._errors = credit, last_success, errors
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

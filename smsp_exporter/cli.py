@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
-from .reload import Reloader, reload_route
+from .reload import Reloader, lifecycle_disabled_route, reload_route
 from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="healthz_without_auth",
         action="store_true",
         help="serve /healthz without basic auth (for liveness probes); the rest still needs it",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="accept POST /-/reload (as Prometheus's flag); without it, it answers 403. "
+        "SIGHUP always reloads",
     )
     parser.add_argument(
         "--log.level",
@@ -184,7 +191,13 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
 
     try:
         return _serve(
-            config, listen, demo=args.demo, load=load, web_config=web_config, hangup=hangup
+            config,
+            listen,
+            demo=args.demo,
+            load=load,
+            web_config=web_config,
+            hangup=hangup,
+            lifecycle=args.enable_lifecycle,
         )
     finally:
         if simulator is not None:
@@ -241,6 +254,7 @@ def _serve(
     load: Callable[[], Config],
     web_config: WebConfig | None = None,
     hangup: threading.Event | None = None,
+    lifecycle: bool = False,
 ) -> int:
     reloader = Reloader(load, config)
     registry = CollectorRegistry()
@@ -252,7 +266,10 @@ def _serve(
         registry,
         listen,
         version=__version__,
-        extra_routes={**reloader.routes(), "/-/reload": reload_route(reloader)},
+        extra_routes={
+            **reloader.routes(),
+            "/-/reload": reload_route(reloader) if lifecycle else lifecycle_disabled_route(),
+        },
         web_config=web_config,
     )
     stop = threading.Event()

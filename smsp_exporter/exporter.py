@@ -12,13 +12,29 @@ This is also how to embed it in another Python process::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .api import TagsApi
 from .client import SmsPartnerClient
 from .collector import SmsCollector
 from .config import Config
 from .probe import ProbeApp
-from .snapshot import BackgroundSource, Poller, ScrapeSource
+from .snapshot import BackgroundSource, Poller, ScrapeSource, Snapshot, Source
 from .web import WSGIApp
+
+
+class _WithProbeRequests:
+    """The source's snapshots, with the requests /probe sent (on its own client) counted in
+    ``sms_api_requests_total``."""
+
+    def __init__(self, source: Source, probe: ProbeApp) -> None:
+        self.source = source
+        self.probe = probe
+
+    def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+        snapshot = self.source.snapshot(scrape_timeout)
+        extra = self.probe.requests_made
+        return replace(snapshot, upstream_requests=snapshot.upstream_requests + extra)
 
 
 class Exporter:
@@ -32,13 +48,25 @@ class Exporter:
             self.source = BackgroundSource(self.poller)
         else:
             self.source = ScrapeSource(self.poller)
-        self.collector = SmsCollector(self.source, cached=self.background)
         self.probe = ProbeApp(config, self.client)
-        self.tags_api = TagsApi(self.source)
+        counted = _WithProbeRequests(self.source, self.probe)
+        self.collector = SmsCollector(counted, cached=self.background)
+        self.tags_api = TagsApi(counted)
 
     def routes(self) -> dict[str, WSGIApp]:
         """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
         return {"/probe": self.probe, "/api/v1/tags": self.tags_api}
+
+    def carry_over(self, old: Exporter) -> None:
+        """Keep what ``old`` (the exporter of the configuration before a reload) knew and a
+        reload must not lose: the last account reading (and its error counters), when both
+        read the same account."""
+        same_account = (old.config.api.url, old.config.api.key) == (
+            self.config.api.url,
+            self.config.api.key,
+        )
+        if same_account and self.poller.account is not None and old.poller.account is not None:
+            self.poller.account.carry_from(old.poller.account)
 
     def start(self) -> Exporter:
         """Start the background refresher, if the mode has one."""
@@ -47,9 +75,15 @@ class Exporter:
         return self
 
     def close(self) -> None:
-        # The client first: it aborts the requests in flight, so a round in progress ends at
+        # The sources are told first, so that a round cut short by the closing is not an error;
+        # then the client: it aborts the requests in flight, so a round in progress ends at
         # once and the refresher thread can be joined without waiting for the upstream.
+        if isinstance(self.source, BackgroundSource):
+            self.source.stop(timeout=0)
+        else:
+            self.source.close()
         self.client.close()
+        self.probe.close()
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
         self.poller.close()

@@ -13,9 +13,21 @@ A probe answers the per-tag families of ``/metrics`` (same names, same help, sam
 its tag. The exporter's own metrics (``sms_api_requests_total``, build info, account credit)
 stay on ``/metrics``. Counters are kept between probes of a tag (``sms_api_errors_total`` is a
 real counter, ``sms_last_success_timestamp_seconds`` survives a failed probe), in a state
-separate from ``/metrics``'s rounds. Two probes of one tag at the same moment both ask the API.
-That state is kept for the ``MAX_PROBED_TAGS`` tags probed most recently (``allowed_pattern``
-admits any number of tags): a tag probed again after that starts its counters afresh.
+separate from ``/metrics``'s rounds. That state is kept for the ``MAX_PROBED_TAGS`` tags probed
+most recently (``allowed_pattern`` admits any number of tags): a tag probed again after that
+starts its counters afresh.
+
+Probes cannot starve ``/metrics``:
+
+- probes of one tag at the same time share one fetch (the first one's, within its timeout);
+- at most ``MAX_PROBES_IN_FLIGHT`` probes are answered at once, the rest get ``503`` at once
+  (``Retry-After: 1``), so they hold a bounded share of the HTTP workers;
+- probes have their own fetch threads and connections (``api.concurrency`` halved, at least
+  one) and at most ``PROBE_SHARE`` of ``api.max_requests_per_second``, inside the exporter's
+  limit: the rest of the API budget stays for ``/metrics``.
+
+The answer is negotiated as ``/metrics``'s (prometheus-client's exposition: OpenMetrics on
+``Accept``, gzip on ``Accept-Encoding``).
 """
 
 from __future__ import annotations
@@ -29,20 +41,48 @@ from http import HTTPStatus
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .client import SmsPartnerClient
+from .client import RateLimiter, SmsPartnerClient
 from .collector import families
 from .config import AccountConfig, Config
-from .snapshot import Poller, Snapshot, round_budget
-from .web import SCRAPE_TIMEOUT_HEADER, _parse_scrape_timeout, answer_text
+from .snapshot import Poller, Snapshot, TagState, round_budget
+from .web import SCRAPE_TIMEOUT_HEADER, answer_text, parse_scrape_timeout
 
 # Families describing the exporter itself: served on /metrics only.
 EXPORTER_FAMILIES = frozenset({"sms_api_requests", "sms_exporter_build_info"})
 MAX_TAG_LENGTH = 200
 # Tags whose probe state (error counters, last success) is kept, the most recently probed ones.
 MAX_PROBED_TAGS = 1024
+# Probes answered at once (the HTTP server has 16 workers by default: half stay for the rest).
+MAX_PROBES_IN_FLIGHT = 8
+# Share of api.max_requests_per_second that probes may use.
+PROBE_SHARE = 0.5
+
+
+class _ShareLimiter:
+    """The probes' rate limit: at most a share of the API budget, taken from the exporter's
+    own limiter (so that both together never exceed ``api.max_requests_per_second``)."""
+
+    def __init__(self, shared: RateLimiter, rate: float, closed: threading.Event) -> None:
+        self.shared = shared
+        self.own = RateLimiter(rate, sleep=closed.wait)
+
+    def acquire(self, deadline: float | None = None) -> None:
+        self.own.acquire(deadline)
+        self.shared.acquire(deadline)
+
+    def pause_until(self, when: float) -> None:
+        self.shared.pause_until(when)  # a Retry-After holds every request back
+
+
+class _Fetch:
+    """One collection of a tag, shared by the probes of that tag that arrive meanwhile."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.states: tuple[TagState, ...] | None = None
 
 
 class _Families(Collector):
@@ -56,20 +96,42 @@ class _Families(Collector):
 
 
 class ProbeApp:
-    """The WSGI application behind ``/probe``."""
+    """The WSGI application behind ``/probe``. ``client`` is the exporter's: probes get their
+    own, sharing its rate limit (see the module's documentation)."""
 
     def __init__(
-        self, config: Config, client: SmsPartnerClient, max_tags: int = MAX_PROBED_TAGS
+        self,
+        config: Config,
+        client: SmsPartnerClient,
+        max_tags: int = MAX_PROBED_TAGS,
+        *,
+        max_in_flight: int = MAX_PROBES_IN_FLIGHT,
+        share: float = PROBE_SHARE,
     ) -> None:
         self.allowed = config.probe
-        self.client = client
+        api = replace(config.api, concurrency=max(1, config.api.concurrency // 2))
+        self.client = SmsPartnerClient(api)
+        self._closed = threading.Event()
+        if config.api.max_requests_per_second > 0:
+            rate = config.api.max_requests_per_second * share
+            self.client.limiter = _ShareLimiter(client.limiter, rate, self._closed)  # type: ignore[assignment]
         # Its own state: no static tag, no template, no account reading.
         self.poller = Poller(
-            replace(config, tags=(), tag_templates=(), account=AccountConfig()), client
+            replace(config, tags=(), tag_templates=(), account=AccountConfig()), self.client
         )
         self.max_tags = max_tags
         self._recent: OrderedDict[str, None] = OrderedDict()  # least recently probed first
         self._recent_lock = threading.Lock()
+        self._fetches: dict[str, _Fetch] = {}
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+
+    @property
+    def requests_made(self) -> int:
+        return self.client.requests_made
+
+    def close(self) -> None:
+        self._closed.set()
+        self.client.close()
 
     def _remember(self, tag: str) -> None:
         """Mark ``tag`` as just probed (before its collection, so that a concurrent probe cannot
@@ -79,12 +141,29 @@ class ProbeApp:
             self._recent.move_to_end(tag)
             while len(self._recent) > self.max_tags:
                 gone, _ = self._recent.popitem(last=False)
-                self.poller._forget(gone)
+                if gone not in self._fetches:
+                    self.poller._forget(gone)
+
+    def _collect(self, tag: str, budget: float) -> tuple[TagState, ...] | None:
+        """The tag's states from a fetch started now or already under way; None if the one under
+        way does not end within ``budget``."""
+        with self._recent_lock:
+            fetch = self._fetches.get(tag)
+            leader = fetch is None
+            if fetch is None:
+                fetch = self._fetches[tag] = _Fetch()
+        if leader:
+            try:
+                fetch.states = self.poller.collect({tag: None}, time.monotonic() + budget)
+            finally:
+                with self._recent_lock:
+                    del self._fetches[tag]
+                fetch.done.set()
+        elif not fetch.done.wait(budget):
+            return None
+        return fetch.states
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        if method not in ("GET", "HEAD"):
-            return answer_text(start_response, HTTPStatus.METHOD_NOT_ALLOWED, "use GET\n")
         tags = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True).get("tag")
         if not tags or not tags[0]:
             return answer_text(start_response, HTTPStatus.BAD_REQUEST, "missing ?tag=\n")
@@ -97,15 +176,32 @@ class ProbeApp:
                 HTTPStatus.FORBIDDEN,
                 "this tag may not be probed (see probe.allowed_tags, probe.allowed_pattern)\n",
             )
-        timeout = _parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER))
-        self._remember(tag)
-        started = time.monotonic()
-        states = self.poller.collect({tag: None}, started + round_budget(timeout))
+        if not self._slots.acquire(blocking=False):
+            return answer_text(
+                start_response,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too many probes at once\n",
+                ("Retry-After", "1"),
+            )
+        try:
+            budget = round_budget(parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER)))
+            self._remember(tag)
+            started = time.monotonic()
+            states = self._collect(tag, budget)
+        finally:
+            self._slots.release()
+        if states is None:
+            return answer_text(
+                start_response,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "a probe of this tag is still running\n",
+                ("Retry-After", "1"),
+            )
         snapshot = Snapshot(
             states, time.time(), time.monotonic() - started, self.client.requests_made
         )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(snapshot))
-        body = generate_latest(registry)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-        return [body]
+        # As /metrics: OpenMetrics or text, gzip or not, as the client asks.
+        answer: Iterable[bytes] = make_wsgi_app(registry)(environ, start_response)
+        return answer

@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector
 from .config import Config, ConfigError
 from .exporter import Exporter
 from .logs import add_secret
-from .web import WSGIApp, answer_text
+from .web import Route, WSGIApp, answer_text
 
-__all__ = ["Reloader", "reload_route"]
+__all__ = ["Reloader", "lifecycle_disabled_route", "reload_route"]
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,24 @@ class Reloader(Collector):
     """Holds the current exporter; collects its metrics and the reload metrics.
 
     ``load`` returns a new :class:`Config` or raises :class:`ConfigError`.
+
+    Reloads asked while one runs share the next one (which reads the files after they were
+    asked): a storm of ``POST /-/reload`` makes a few reloads, not one each. A retired
+    exporter is closed exactly once, when the last scrape or probe using it is done.
     """
 
     def __init__(self, load: Callable[[], Config], config: Config) -> None:
         self._load = load
-        self._reload_lock = threading.Lock()  # one reload at a time
+        self._cond = threading.Condition()  # the reloads asked, started and finished
+        self._started = 0
+        self._finished = 0
+        self._running = False
+        self._result = True
         self._lock = threading.Lock()  # the current exporter and the scrapes using each one
         self._exporter = Exporter(config)
         self._in_use: dict[Exporter, int] = {}
         self._retired: set[Exporter] = set()
+        self._closed = False
         self._successful = True
         self._success_time = time.time()
 
@@ -53,29 +62,63 @@ class Reloader(Collector):
         return self
 
     def close(self) -> None:
-        with self._reload_lock:
-            self._exporter.close()
+        """Close every exporter now, in use or not (the process is stopping: the requests in
+        flight are aborted, so that it stops promptly)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running, timeout=30)
+            self._closed = True
+        with self._lock:
+            exporters = [self._exporter, *self._retired]
+            self._retired.clear()
+        for exporter in exporters:
+            exporter.close()
 
     def reload(self) -> bool:
         """Load the configuration again. True if the new one is now serving."""
-        with self._reload_lock:
-            try:
-                config = self._load()
-            except ConfigError as err:
-                self._successful = False
-                log.error("config reload failed, the previous configuration stays: %s", err)
-                return False
-            add_secret(config.api.key)
-            for warning in config.warnings:
-                log.warning("%s: %s", config.source, warning)
-            new = Exporter(config).start()
-            with self._lock:
-                old, self._exporter = self._exporter, new
-                busy = self._in_use.get(old, 0) > 0
-                if busy:  # the last scrape using it closes it (see collect)
-                    self._retired.add(old)
-                self._successful = True
-                self._success_time = time.time()
+        with self._cond:
+            wanted = self._started + 1  # any reload starting from now on reads today's files
+            while self._finished < wanted:
+                if not self._running:
+                    if self._closed:
+                        return False
+                    self._running = True
+                    self._started += 1
+                    number = self._started
+                    break
+                self._cond.wait()
+            else:
+                return self._result
+        result = False
+        try:
+            result = self._reload_once()
+        finally:
+            with self._cond:
+                self._running = False
+                self._finished = number
+                self._result = result
+                self._cond.notify_all()
+        return result
+
+    def _reload_once(self) -> bool:
+        try:
+            config = self._load()
+        except ConfigError as err:
+            self._successful = False
+            log.error("config reload failed, the previous configuration stays: %s", err)
+            return False
+        add_secret(config.api.key)
+        for warning in config.warnings:
+            log.warning("%s: %s", config.source, warning)
+        new = Exporter(config)
+        new.carry_over(self._exporter)
+        new.start()
+        with self._lock:
+            old, self._exporter = self._exporter, new
+            busy = self._in_use.get(old, 0) > 0
+            if busy:  # the last scrape using it closes it (see _using)
+                self._retired.add(old)
+            self._successful = True
+            self._success_time = time.time()
         if not busy:
             old.close()
         log.info(
@@ -101,8 +144,10 @@ class Reloader(Collector):
                     self._in_use[exporter] = left
                 else:
                     del self._in_use[exporter]
+                # Only the last user closes a retired exporter (and only once).
                 close = not left and exporter in self._retired
-                self._retired.discard(exporter)
+                if close:
+                    self._retired.discard(exporter)
             if close:
                 exporter.close()
 
@@ -140,14 +185,10 @@ class Reloader(Collector):
         return []
 
 
-def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[bytes]]:
-    """A WSGI app for ``/-/reload``: POST reloads (200, or 500 if the new config is refused)."""
+def reload_route(reloader: Reloader) -> Route:
+    """The ``/-/reload`` route: POST reloads (200, or 500 if the new config is refused)."""
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if str(environ.get("REQUEST_METHOD", "")).upper() != "POST":
-            return answer_text(
-                start_response, HTTPStatus.METHOD_NOT_ALLOWED, "only POST\n", ("Allow", "POST")
-            )
         if reloader.reload():
             return answer_text(start_response, HTTPStatus.OK, "config reloaded\n")
         # The reason is in the log; an HTTP answer says nothing about the config's content.
@@ -157,4 +198,18 @@ def reload_route(reloader: Reloader) -> Callable[[dict, Callable], Iterable[byte
             "config reload failed: the previous configuration stays (see the log)\n",
         )
 
-    return app
+    return Route.post(app)
+
+
+def lifecycle_disabled_route() -> Route:
+    """``/-/reload`` without ``--web.enable-lifecycle``: 403, as Prometheus answers."""
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return answer_text(
+            start_response,
+            HTTPStatus.FORBIDDEN,
+            "the lifecycle API is not enabled: start with --web.enable-lifecycle, "
+            "or reload with SIGHUP\n",
+        )
+
+    return Route.post(app)

@@ -3,8 +3,8 @@
 A :class:`Poller` runs rounds through the client and folds each into an immutable
 :class:`Snapshot` (with the cumulative error counters). Two sources decide *when* rounds run:
 
-- :class:`ScrapeSource` (``collection.mode: scrape``): a round per scrape, within the scrape's
-  timeout; concurrent scrapes share the round in flight, and a round younger than
+- :class:`ScrapeSource` (``collection.mode: scrape``): a round per scrape; concurrent scrapes
+  share the round in flight, each waiting at most its own timeout, and a round younger than
   ``collection.min_interval`` is served again.
 - :class:`BackgroundSource` (``collection.mode: background``): a thread runs a round every
   ``collection.interval``; scrapes get the latest snapshot at once.
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Used when a scrape does not say how long Prometheus waits (Prometheus's own default).
 DEFAULT_SCRAPE_TIMEOUT = 10.0
+# Seconds the longest scrape timeout seen is remembered for the budget of shared rounds.
+PATIENCE_MEMORY = 600.0
 
 
 def round_budget(scrape_timeout: float | None) -> float:
@@ -201,36 +203,97 @@ class Poller:
 
 
 class ScrapeSource:
-    """A round per scrape; concurrent scrapes share one round."""
+    """A round per scrape; concurrent scrapes share one round.
+
+    A round runs on a thread of its own, with the budget of the most patient scrape seen in the
+    last ``PATIENCE_MEMORY`` seconds: a client sending ``X-Prometheus-Scrape-Timeout-Seconds:
+    0.1`` cannot cut rounds short for the others (and the web layer clamps that header to at
+    least a second). A scrape more patient than the round under way waits for the next round,
+    which starts as soon as that one ends, with its budget. Each scrape waits only as long as
+    its own timeout allows; one whose time is up gets the latest complete snapshot (before the
+    first one: every tag down)."""
 
     def __init__(self, poller: Poller) -> None:
         self.poller = poller
         self.min_interval = poller.config.collection.min_interval
         self._cond = threading.Condition()
         self._running = False
-        self._generation = 0
+        self._running_budget = 0.0
+        self._closed = False
+        self._generation = 0  # rounds finished
+        self._wanted = 0  # the round some scrape waits for
         self._finished_at = float("-inf")
+        self._patience = (0.0, float("-inf"))  # (budget, remembered until)
 
     def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
         budget = round_budget(scrape_timeout)
+        now = time.monotonic()
+        # The round ends within `budget`; its snapshot is ready a moment later.
+        timeout = DEFAULT_SCRAPE_TIMEOUT if scrape_timeout is None else scrape_timeout
+        wait_until = now + budget + max(0.0, timeout - budget) / 2
         with self._cond:
             latest = self.poller.latest
-            fresh = time.monotonic() - self._finished_at < self.min_interval
+            fresh = now - self._finished_at < self.min_interval
             if latest is not None and not self._running and fresh:
                 return latest
-            if self._running:
-                generation = self._generation
-                self._cond.wait_for(lambda: self._generation != generation, timeout=budget)
-                return self.poller.latest or self.poller.pending()
-            self._running = True
+            if self._closed and not self._running:  # no round will start: do not wait for one
+                return latest or self.poller.pending()
+            patient = self._remember(budget, now)
+            if not self._running:
+                wanted = self._generation + 1
+                self._start(now, patient)
+            elif budget > self._running_budget:
+                wanted = self._generation + 2  # the next round, with this scrape's patience
+            else:
+                wanted = self._generation + 1
+            self._wanted = max(self._wanted, wanted)
+            self._cond.wait_for(
+                lambda: self._generation >= wanted,
+                timeout=max(0.0, wait_until - time.monotonic()),
+            )
+            return self.poller.latest or self.poller.pending()
+
+    def _remember(self, budget: float, now: float) -> float:
+        """The most patient budget asked within ``PATIENCE_MEMORY`` seconds, this one included."""
+        patient, until = self._patience
+        if budget >= patient or now >= until:
+            self._patience = patient, until = budget, now + PATIENCE_MEMORY
+        return patient
+
+    def _start(self, since: float, budget: float) -> None:
+        """Start a round ending by ``since + budget``: from when the scrape asked for it, not
+        from the thread's start (a few milliseconds later on a busy machine)."""
+        self._running, self._running_budget = True, budget
         try:
-            return self.poller.run_round(budget)
+            threading.Thread(
+                target=self._run, args=(since + budget,), name="smsp-round", daemon=True
+            ).start()
+        except BaseException:
+            self._running = False
+            raise
+
+    def _run(self, deadline: float) -> None:
+        try:
+            self.poller.run_round(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            if self._closed:  # a round cut short by closing (a reload): no error
+                log.debug("collection round stopped by closing", exc_info=True)
+            else:
+                log.exception("collection round failed")
         finally:
             with self._cond:
                 self._running = False
                 self._generation += 1
                 self._finished_at = time.monotonic()
+                if self._wanted > self._generation and not self._closed:
+                    # With the patience of the scrape waiting for it.
+                    self._start(self._finished_at, self._patience[0])
                 self._cond.notify_all()
+
+    def close(self) -> None:
+        """No new round; the one in flight ends when the client is closed."""
+        with self._cond:
+            self._closed = True
 
 
 class BackgroundSource:
@@ -259,6 +322,9 @@ class BackgroundSource:
             try:
                 self.poller.run_round(self.interval)
             except Exception:  # never let the refresher die
+                if self._stop.is_set():  # a round cut short by closing (a reload): no error
+                    log.debug("collection round stopped by closing", exc_info=True)
+                    break
                 log.exception("collection round failed")
             self._first.set()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

@@ -1,71 +1,64 @@
-"""The exporter's HTTP server: ``/metrics``, ``/healthz``, a landing page and extra routes.
+"""The exporter's web application: ``/metrics``, ``/healthz``, a landing page and the routes
+the exporter adds (``/probe``, ``/api/v1/tags``, ``/-/reload``), in one route table.
 
-A small WSGI application served by a threaded :mod:`wsgiref` server, with bounded resource
-use:
-
-* request line and headers are limited by :mod:`http.server` (64 KiB a line, 100 headers:
-  414 and 431 answers);
-* every connection gets a socket timeout (30 s by default), so a slow client cannot hold a
-  thread forever;
-* at most ``max_threads`` (64) requests are handled at once. When they are all busy, a new
-  connection is answered ``503 Service Unavailable`` (``Retry-After: 1``) at once instead of
-  waiting: the accept loop never blocks, so :meth:`ExporterServer.shutdown` stays prompt, and a
-  scrape fails fast rather than piling up behind slow ones.
-
-With a web configuration (:mod:`.webconfig`), connections are TLS (the handshake happens in
-the connection's own thread, bounded by the request timeout, never in the accept loop) and
-every route asks for basic authentication (``/healthz`` too, unless ``healthz_without_auth``).
-
-Nothing is printed to stderr: requests are logged at debug level, errors through
-:mod:`logging` (whose formatter redacts secrets), and an HTTP answer never carries an
-exception's text.
+:class:`WebApp` is a WSGI application: path -> :class:`Route` (method -> WSGI handler). It does
+in one place what every route needs: basic authentication (when a web configuration asks for
+it; ``/healthz`` may be left open), ``404``, ``405`` with ``Allow``, ``HEAD`` (the headers of a
+``GET``), ``Content-Length``, the configured security headers, and a ``500`` without the
+exception's text when a handler fails (the traceback goes to the log, whose formatter redacts
+secrets). :class:`ExporterServer` serves it with :class:`.httpd.HTTPServer`, which owns the
+sockets, TLS, limits and lifecycle (see that module for why it is not ``wsgiref``).
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import html
 import ipaddress
 import logging
 import math
 import re
 import socket
-import socketserver
-import ssl
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from socketserver import ThreadingMixIn
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeAlias
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from .collector import scrape_timeout
-from .webconfig import BasicAuth, WebConfig, ssl_context
+from .httpd import REFUSAL_REASONS, HTTPServer, Limits, is_unusable_address
+from .webconfig import AuthResult, BasicAuth, WebConfig, ssl_context
 
-__all__ = ["ExporterServer", "WSGIApp", "answer_text", "parse_listen_address"]
+__all__ = [
+    "ExporterServer",
+    "Route",
+    "WSGIApp",
+    "WebApp",
+    "answer_text",
+    "parse_listen_address",
+    "parse_scrape_timeout",
+]
 
 log = logging.getLogger(__name__)
 
 WSGIApp: TypeAlias = WSGIApplication
 Response: TypeAlias = tuple[str, list[tuple[str, str]], bytes]
 
-DEFAULT_MAX_THREADS = 64
-DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_WORKERS = Limits.workers
+DEFAULT_REQUEST_TIMEOUT = Limits.request_timeout
 SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
+# X-Prometheus-Scrape-Timeout-Seconds is clamped to this range: a client asking for 0.1 s cannot
+# make rounds too short to succeed, nor one asking for a day make them endless.
+MIN_SCRAPE_TIMEOUT = 1.0
+MAX_SCRAPE_TIMEOUT = 120.0
 
-_MAX_REQUEST_LINE = 65536  # as http.server and wsgiref
-_DISCARD_LIMIT = 1024 * 1024  # bytes of an oversized request read (and dropped) before a 414
-_POLL_INTERVAL = 0.1  # how often the accept loop checks for shutdown
-_ALLOWED = "GET, HEAD"
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._\-]*[A-Za-z0-9])?")
 _WILDCARDS = ("", "0.0.0.0", "::")
-_BUSY_WARNING_INTERVAL = 60.0
 
 
 # --- listen address --------------------------------------------------------------------------
@@ -201,8 +194,18 @@ def answer_text(
     return [data]
 
 
-def _parse_scrape_timeout(raw: str | None) -> float | None:
-    """The X-Prometheus-Scrape-Timeout-Seconds value, or None if absent or not usable."""
+def _wsgi(handler: Callable[[WSGIEnvironment], Response]) -> WSGIApplication:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        status, headers, body = handler(environ)
+        start_response(status, headers)
+        return [body]
+
+    return app
+
+
+def parse_scrape_timeout(raw: str | None) -> float | None:
+    """The X-Prometheus-Scrape-Timeout-Seconds value, clamped to [MIN_SCRAPE_TIMEOUT,
+    MAX_SCRAPE_TIMEOUT]; None if absent or not a positive number."""
     if not raw:
         return None
     try:
@@ -211,243 +214,146 @@ def _parse_scrape_timeout(raw: str | None) -> float | None:
         return None
     if not math.isfinite(value) or value <= 0:
         return None
-    return value
+    return min(MAX_SCRAPE_TIMEOUT, max(MIN_SCRAPE_TIMEOUT, value))
 
 
-class _ErrorStream:
-    """``wsgi.errors``: what an application writes there goes to the log, not to stderr."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            log.warning("%s", text.rstrip())
-        return len(text)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        pass
+# --- the application -------------------------------------------------------------------------
 
 
-# --- the threaded server ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Route:
+    """What one path answers: HTTP method -> WSGI handler (``HEAD`` follows ``GET``).
+
+    ``auth``: whether basic authentication, when configured, applies (always, but for an open
+    ``/healthz``)."""
+
+    methods: Mapping[str, WSGIApp]
+    auth: bool = True
+
+    @classmethod
+    def get(cls, app: WSGIApp) -> Route:
+        return cls(MappingProxyType({"GET": app}))
+
+    @classmethod
+    def post(cls, app: WSGIApp) -> Route:
+        return cls(MappingProxyType({"POST": app}))
+
+    def handler(self, method: str) -> WSGIApp | None:
+        if method == "HEAD" and "HEAD" not in self.methods:
+            return self.methods.get("GET")
+        return self.methods.get(method)
+
+    def allow(self) -> str:
+        names = list(self.methods)
+        if "GET" in names and "HEAD" not in names:
+            names.insert(names.index("GET") + 1, "HEAD")
+        return ", ".join(names)
 
 
-class _ServerHandler(ServerHandler):
-    server_software = "smsp-exporter"
-
-    def log_exception(self, exc_info: Any) -> None:
-        # The default prints the traceback to stderr.
-        try:
-            log.error("error while serving an HTTP request", exc_info=exc_info)
-        finally:
-            exc_info = None
-
-
-class _RequestHandler(WSGIRequestHandler):
-    server_version = "smsp-exporter"
-    sys_version = ""
-    # Errors found before the version is parsed get a full HTTP/1.0 answer, not a bare body.
-    default_request_version = "HTTP/1.0"
-    server: _Server
-
-    def setup(self) -> None:
-        # The socket timeout, applied by StreamRequestHandler.setup (a class default there).
-        self.timeout = self.server.request_timeout  # type: ignore[misc]
-        super().setup()
-
-    def handle(self) -> None:
-        """One request (as :meth:`WSGIRequestHandler.handle`, minus stderr, plus draining)."""
-        self.raw_requestline = self.rfile.readline(_MAX_REQUEST_LINE + 1)
-        if len(self.raw_requestline) > _MAX_REQUEST_LINE:
-            self.requestline = ""
-            self.request_version = ""
-            self.command = ""
-            self._discard_oversized_request()
-            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-            return
-        if not self.parse_request():  # it has sent the error answer
-            return
-        handler = _ServerHandler(
-            self.rfile,
-            self.wfile,  # type: ignore[arg-type]  # a BufferedIOBase, as wsgiref itself passes
-            _ErrorStream(),
-            self.get_environ(),
-            multithread=True,
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]  # used for logging
-        handler.run(self.server.get_app())  # type: ignore[arg-type]
-
-    def _discard_oversized_request(self) -> None:
-        # Read the rest of the request line and the headers (up to a bound) before answering:
-        # closing a socket with unread input makes the kernel send a RST, and the client could
-        # lose the 414 answer.
-        budget = _DISCARD_LIMIT
-        line = self.raw_requestline
-        try:
-            while not line.endswith(b"\n") and budget > 0:
-                line = self.rfile.readline(min(_MAX_REQUEST_LINE, budget))
-                if not line:
-                    return
-                budget -= len(line)
-            while budget > 0:
-                line = self.rfile.readline(min(_MAX_REQUEST_LINE, budget))
-                if line in (b"", b"\r\n", b"\n"):
-                    return
-                budget -= len(line)
-        except OSError:
-            return
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = getattr(self, "path", "") or ""
-        log.debug(
-            "http request",
-            extra={
-                "method": getattr(self, "command", "") or "-",
-                "path": path.split("?", 1)[0][:200],
-                "status": int(code) if isinstance(code, int) else str(code),
-                "bytes": size,
-                "client": self.client_address[0],
-            },
-        )
-
-    def log_message(self, format: str, *args: Any) -> None:
-        text = format % args if args else format
-        log.debug("http server: %s", text[:500], extra={"client": self.client_address[0]})
+_UNAUTHORIZED = _text(
+    HTTPStatus.UNAUTHORIZED,
+    "unauthorized\n",
+    ("WWW-Authenticate", 'Basic realm="smsp-exporter", charset="UTF-8"'),
+)
+_AUTH_BUSY = _text(
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    "too many password checks at once, try again\n",
+    ("Retry-After", "1"),
+)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    block_on_close = False  # server_close() must not wait for slow clients
-    allow_reuse_address = True  # on Linux this still refuses a second listener on the port
-    request_queue_size = 128
+class WebApp:
+    """The exporter's WSGI application: a route table, with auth, 404, 405, HEAD in one place."""
 
     def __init__(
         self,
-        address: tuple[Any, ...],
+        routes: Mapping[str, Route],
         *,
-        family: socket.AddressFamily,
-        app: WSGIApplication,
-        max_threads: int,
-        request_timeout: float,
-        tls: ssl.SSLContext | None = None,
+        auth: BasicAuth | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        self.address_family = family
-        self.request_timeout = request_timeout
-        self.tls = tls
-        self._slots = threading.BoundedSemaphore(max_threads)
-        self._last_busy_warning = -math.inf
-        super().__init__(address, _RequestHandler)
-        self.set_app(app)
+        for path in routes:
+            if not path.startswith("/"):
+                raise ValueError(f"route {path!r} must start with '/'")
+        self.routes: Mapping[str, Route] = MappingProxyType(dict(routes))
+        self._auth = auth if auth else None
+        self._headers = list(headers)
+        self.auth_busy = 0  # requests answered 503 for want of a free password check
+        self._count_lock = threading.Lock()
 
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6 and self.server_address[0] == "":
-            # All interfaces: accept IPv4 too (dual stack).
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        # Not HTTPServer.server_bind: it does a reverse DNS lookup (socket.getfqdn).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
-        if self.tls is not None:
-            self.base_environ["HTTPS"] = "on"  # wsgi.url_scheme: https
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = self.socket.accept()
-        if self.tls is not None:
-            # No handshake here: it happens in the connection's thread (see _run).
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._reject_busy(request, client_address)
-            return
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         try:
-            thread = threading.Thread(
-                target=self._run,
-                args=(request, client_address),
-                name="smsp-exporter-http-request",
-                daemon=True,
-            )
-            thread.start()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _run(self, request: Any, client_address: Any) -> None:
-        # As ThreadingMixIn.process_request_thread, but the slot is free before the client
-        # sees the connection close.
-        try:
-            if isinstance(request, ssl.SSLSocket) and not self._handshake(request, client_address):
-                return
-            self.finish_request(request, client_address)
+            status, headers, body = self._respond(path, method, environ)
         except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self._slots.release()
-            self.shutdown_request(request)
-
-    def _handshake(self, request: ssl.SSLSocket, client_address: Any) -> bool:
-        try:
-            request.settimeout(self.request_timeout)
-            request.do_handshake()
-        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-            log.debug(
-                "TLS handshake failed",
-                extra={"client": client_address[0], "error": _ssl_error(err)},
+            log.exception(
+                "error while serving an HTTP request",
+                extra={"method": method[:16], "path": path[:200]},
             )
-            return False
-        return True
-
-    def _reject_busy(self, request: socket.socket, client_address: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_busy_warning >= _BUSY_WARNING_INTERVAL:
-            self._last_busy_warning = now
-            log.warning(
-                "too many HTTP requests at once: answering 503",
-                extra={"client": client_address[0]},
+            status, headers, body = _text(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error\n"
             )
-        body = b"too many requests at once\n"
-        answer = (
-            b"HTTP/1.0 503 Service Unavailable\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"Retry-After: 1\r\n"
-            b"Connection: close\r\n\r\n" + body
-        )
-        if not isinstance(request, ssl.SSLSocket):  # TLS would need a handshake here: close
-            try:
-                request.settimeout(1.0)
-                request.sendall(answer)
-            except OSError:
-                pass
-        self.shutdown_request(request)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.extend(self._headers)
+        headers.append(("Content-Length", str(len(body))))  # for HEAD: that of the GET
+        start_response(status, headers)
+        return [b"" if method == "HEAD" else body]
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The default prints a traceback to stderr.
-        err = sys.exc_info()[1]
-        client = client_address[0] if client_address else "-"
-        if isinstance(err, OSError):  # timeouts, resets: the client's doing
-            log.debug("http connection error", extra={"client": client, "error": repr(err)})
-        else:
-            log.error("error while handling an HTTP connection", exc_info=True)
-
-
-def _ssl_error(err: BaseException) -> str:
-    return str(getattr(err, "reason", None) or type(err).__name__)
+    def _respond(self, path: str, method: str, environ: WSGIEnvironment) -> Response:
+        route = self.routes.get(path)
+        if self._auth is not None and (route is None or route.auth):
+            verdict = self._auth.verify(environ.get("HTTP_AUTHORIZATION"))
+            if verdict is AuthResult.BUSY:
+                with self._count_lock:
+                    self.auth_busy += 1
+                return _AUTH_BUSY[0], list(_AUTH_BUSY[1]), _AUTH_BUSY[2]
+            if verdict is not AuthResult.OK:
+                return _UNAUTHORIZED[0], list(_UNAUTHORIZED[1]), _UNAUTHORIZED[2]
+        if route is None:
+            return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        handler = route.handler(method)
+        if handler is None:
+            return _text(
+                HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n", ("Allow", route.allow())
+            )
+        if method == "HEAD":
+            environ = {**environ, "REQUEST_METHOD": "GET"}  # HEAD answers the headers of a GET
+        return _call(handler, environ)
 
 
 # --- the exporter's server -------------------------------------------------------------------
 
 
+class _Refusals:
+    """``sms_http_refused_total{reason}``: what the serving limits turned away."""
+
+    def __init__(self, server: ExporterServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "sms_http_refused",
+            "HTTP requests the exporter's server refused or cut short, by reason "
+            "(request_timeout, evicted, queue_full, malformed, tls_handshake, auth_busy)",
+            labels=["reason"],
+        )
+        for reason, count in self.server.refused().items():
+            family.add_metric([reason], float(count))
+        yield family
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
 class ExporterServer:
-    """Serves ``registry`` on ``/metrics`` from a daemon thread.
+    """Serves ``registry`` on ``/metrics``, with ``/healthz``, ``/`` and ``extra_routes``.
 
     ``health`` (no argument, True when healthy) backs ``/healthz``; ``extra_routes`` maps exact
-    paths to WSGI apps, which handle their own methods. ``web_config`` turns on TLS and basic
-    authentication (see :mod:`.webconfig`); its TLS files are loaded at :meth:`start`.
+    paths to a :class:`Route` (or a WSGI app: a ``GET`` route). ``web_config`` turns on TLS and
+    basic authentication (see :mod:`.webconfig`); its TLS files are loaded at :meth:`start`.
+    ``limits`` bound what clients may cost (:class:`.httpd.Limits`); ``max_threads`` and
+    ``request_timeout`` override its ``workers`` and ``request_timeout``.
     """
 
     def __init__(
@@ -458,40 +364,48 @@ class ExporterServer:
         title: str = "SMS Partner exporter",
         version: str = "",
         health: Callable[[], bool] | None = None,
-        extra_routes: Mapping[str, WSGIApp] | None = None,
-        max_threads: int = DEFAULT_MAX_THREADS,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        extra_routes: Mapping[str, Route | WSGIApp] | None = None,
+        max_threads: int | None = None,
+        request_timeout: float | None = None,
         web_config: WebConfig | None = None,
+        limits: Limits | None = None,
     ) -> None:
-        if max_threads < 1:
-            raise ValueError("max_threads must be at least 1")
-        if not request_timeout > 0:
-            raise ValueError("request_timeout must be positive")
+        limits = limits or Limits()
+        overrides: dict[str, Any] = {}
+        if max_threads is not None:
+            overrides["workers"] = max_threads
+        if request_timeout is not None:
+            overrides["request_timeout"] = request_timeout
+        if overrides:
+            limits = Limits(**{**limits.__dict__, **overrides})
+        self.limits = limits
         self._listen_address = listen_address
         self._title = title
         self._version = version
         self._health = health
         self._metrics_app: WSGIApplication = make_wsgi_app(registry)
-        self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
-            "/": self._landing,
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
+        open_healthz = web_config is not None and web_config.healthz_without_auth
+        routes: dict[str, Route] = {
+            "/": Route.get(_wsgi(self._landing)),
+            "/metrics": Route.get(_wsgi(self._metrics)),
+            "/healthz": Route(MappingProxyType({"GET": _wsgi(self._healthz)}), not open_healthz),
         }
-        extra = dict(extra_routes or {})
-        for path in extra:
+        for path, route in (extra_routes or {}).items():
             if not path.startswith("/"):
                 raise ValueError(f"route {path!r} must start with '/'")
-            if path in self._routes:
+            if path in routes:
                 raise ValueError(f"route {path!r} is built in")
-        self._extra: Mapping[str, WSGIApplication] = MappingProxyType(extra)
-        self._max_threads = max_threads
-        self._request_timeout = request_timeout
+            routes[path] = route if isinstance(route, Route) else Route.get(route)
         self._web_config = web_config
-        self._auth = BasicAuth(web_config.basic_auth_users if web_config else ())
-        self._extra_headers = list(web_config.headers) if web_config else []
+        self.app = WebApp(
+            routes,
+            auth=BasicAuth(web_config.basic_auth_users if web_config else ()),
+            headers=web_config.headers if web_config else (),
+        )
+        self._registry = registry
+        self._refusals = _Refusals(self)
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HTTPServer | None = None
         self._host: str | None = None
         self._port: int | None = None
         self._closed = False
@@ -499,7 +413,7 @@ class ExporterServer:
     # -- lifecycle --
 
     def start(self) -> None:
-        """Bind and serve from a daemon thread.
+        """Bind and serve from daemon threads.
 
         Raises :class:`ValueError` for a malformed listen address and :class:`OSError`
         ("cannot listen on HOST:PORT: Address already in use") when it cannot bind.
@@ -511,18 +425,13 @@ class ExporterServer:
                 raise RuntimeError("the server is already started")
             host, port = parse_listen_address(self._listen_address)
             server = self._bind(host, port)
-            thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": _POLL_INTERVAL},
-                name="smsp-exporter-http",
-                daemon=True,
-            )
-            self._server, self._thread = server, thread
-            self._host, self._port = host, int(server.server_address[1])
-            thread.start()
+            server.start()
+            self._server = server
+            self._registry.register(self._refusals)
+            self._host, self._port = host, server.server_port
         log.debug("listening", extra={"address": self._listen_address, "port": self._port})
 
-    def _bind(self, host: str, port: int) -> _Server:
+    def _bind(self, host: str, port: int) -> HTTPServer:
         try:
             candidates = _bind_candidates(host, port)
         except OSError as err:
@@ -533,34 +442,26 @@ class ExporterServer:
         if self._web_config is not None and self._web_config.tls is not None:
             tls = ssl_context(self._web_config)
         for index, (family, sockaddr) in enumerate(candidates):
+            server = HTTPServer(sockaddr, family, self.app, limits=self.limits, tls=tls)
             try:
-                return _Server(
-                    sockaddr,
-                    family=family,
-                    app=self._app,
-                    max_threads=self._max_threads,
-                    request_timeout=self._request_timeout,
-                    tls=tls,
-                )
+                server.bind()
+                return server
             except OSError as err:
-                unusable = err.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
-                if not (unusable and index + 1 < len(candidates)):
+                if not (is_unusable_address(err) and index + 1 < len(candidates)):
                     raise _listen_error(self._listen_address, err) from err
         raise AssertionError("unreachable")  # pragma: no cover
 
     def shutdown(self) -> None:
         """Stop serving and close the socket. Idempotent; returns within a fraction of a second
-        (requests in flight finish on their own daemon threads)."""
+        (requests being answered finish on their own daemon threads)."""
         with self._lock:
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
+            server, self._server = self._server, None
             self._closed = True
         if server is None:
             return
+        with contextlib.suppress(KeyError):
+            self._registry.unregister(self._refusals)
         server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=2.0)
         log.debug("stopped listening", extra={"address": self._listen_address})
 
     def __enter__(self) -> ExporterServer:
@@ -574,6 +475,13 @@ class ExporterServer:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+    def refused(self) -> dict[str, int]:
+        """What the serving limits turned away, by reason (see ``sms_http_refused_total``)."""
+        server = self._server
+        counts = dict.fromkeys(REFUSAL_REASONS, 0) if server is None else dict(server.refused)
+        counts["auth_busy"] = self.app.auth_busy
+        return counts
 
     @property
     def port(self) -> int:
@@ -595,65 +503,13 @@ class ExporterServer:
         scheme = "https" if self._web_config is not None and self._web_config.tls else "http"
         return f"{scheme}://{host}:{self.port}/"
 
-    # -- the WSGI application --
-
-    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        try:
-            extra = self._extra.get(path)
-            builtin = self._routes.get(path)
-            if self._needs_auth(path) and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
-                status, headers, body = _text(
-                    HTTPStatus.UNAUTHORIZED,
-                    "unauthorized\n",
-                    ("WWW-Authenticate", 'Basic realm="smsp-exporter", charset="UTF-8"'),
-                )
-            elif extra is not None:
-                status, headers, body = _call(extra, environ)
-            elif builtin is None:
-                status, headers, body = _text(HTTPStatus.NOT_FOUND, "not found\n")
-            elif method not in ("GET", "HEAD"):
-                status, headers, body = _text(
-                    HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n", ("Allow", _ALLOWED)
-                )
-            else:
-                status, headers, body = builtin(environ)
-        except Exception:
-            log.exception(
-                "error while serving an HTTP request",
-                extra={"method": method[:16], "path": path[:200]},
-            )
-            status, headers, body = _text(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error\n"
-            )
-        headers.extend(self._extra_headers)
-        if method == "HEAD":
-            # Headers only, those of a GET (Content-Length included when known).
-            if body:
-                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-                headers.append(("Content-Length", str(len(body))))
-            body = b""
-        else:
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            headers.append(("Content-Length", str(len(body))))
-        start_response(status, headers)
-        return [body]
-
-    def _needs_auth(self, path: str) -> bool:
-        if not self._auth:
-            return False
-        wc = self._web_config
-        return not (path == "/healthz" and wc is not None and wc.healthz_without_auth)
+    # -- the built-in routes --
 
     def _metrics(self, environ: WSGIEnvironment) -> Response:
-        timeout = _parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER))
-        inner = dict(environ)
-        inner["REQUEST_METHOD"] = "GET"  # HEAD answers the headers of a GET
-        token = scrape_timeout.set(timeout)
+        token = scrape_timeout.set(parse_scrape_timeout(environ.get(SCRAPE_TIMEOUT_HEADER)))
         try:
             # _call consumes the whole body here: the collection runs with the variable set.
-            return _call(self._metrics_app, inner)
+            return _call(self._metrics_app, environ)
         finally:
             scrape_timeout.reset(token)
 

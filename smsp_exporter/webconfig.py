@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
+import os
 import re
+import secrets
 import ssl
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,7 @@ import yaml
 from .config import ConfigError
 
 __all__ = [
+    "AuthResult",
     "BasicAuth",
     "TLSServerConfig",
     "WebConfig",
@@ -89,11 +94,12 @@ _HEADER_NAMES = (
     "Strict-Transport-Security",
 )
 _BCRYPT_RE = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
-# Checked against when the user is unknown, so that a wrong user costs as much as a wrong
-# password (no user enumeration by timing). The hash of a random, forgotten password.
+# Checked against when the user is unknown and no user is configured (BasicAuth makes one at
+# the configured cost otherwise). The hash of a random, forgotten password.
 _DUMMY_HASH = b"$2b$10$ftlfOEhER6uqlR13gYfssuXIRq7Dd0Q4O/fgOs0xwE3mXSZ5gjqDW"
 _MAX_FILE_BYTES = 1024 * 1024
-_CACHE_SIZE = 1024
+_CACHE_SIZE = 4096  # verdicts cached (a SHA-256 and a bool each)
+_CHECK_WAIT = 0.2  # seconds a password check may wait for a free bcrypt slot
 
 
 class WebConfigError(ConfigError):
@@ -336,46 +342,92 @@ def _ssl_reason(exc: Exception) -> str:
     return str(reason or type(exc).__name__)
 
 
+class AuthResult(enum.Enum):
+    OK = "ok"
+    DENIED = "denied"
+    BUSY = "busy"  # too many password checks at once: try again
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
-    User names are compared in constant time, every user (known or not) costs one bcrypt
-    check, and successful checks are cached under a SHA-256 of user, hash and password (as
-    the exporter-toolkit does: bcrypt at cost 10 takes tens of milliseconds per request).
+    - User names are compared in constant time, and an unknown user costs one bcrypt check
+      against a dummy hash made at start-up at the highest cost of the configured hashes, so
+      that it costs what a known user with a wrong password costs (no user enumeration by
+      timing; give every user the same cost).
+    - Verdicts are cached, successes and failures alike, under a SHA-256 of user, hash and
+      password (as the exporter-toolkit caches successes: bcrypt at cost 10 takes tens of
+      milliseconds per request, at cost 12 a quarter of a second). A scraper pays bcrypt once;
+      a client repeating the same wrong password, too.
+    - At most ``max_checks`` bcrypt checks run at once (one per two CPUs by default): a flood
+      of new wrong passwords takes that much CPU and no more. A check that cannot start within
+      ``wait`` seconds is answered :attr:`AuthResult.BUSY` (HTTP 503), which frees the request
+      thread; cached verdicts need no check and are never BUSY.
     """
 
-    def __init__(self, users: tuple[tuple[str, bytes], ...]) -> None:
+    def __init__(
+        self,
+        users: tuple[tuple[str, bytes], ...],
+        *,
+        max_checks: int | None = None,
+        wait: float = _CHECK_WAIT,
+    ) -> None:
         self._users = tuple((user.encode(), hashed) for user, hashed in users)
-        self._cache: dict[bytes, None] = {}
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = threading.Lock()
+        if max_checks is None:
+            max_checks = max(1, (os.cpu_count() or 2) // 2)
+        self._checks = threading.BoundedSemaphore(max_checks)
+        self._wait = wait
+        self._dummy = _DUMMY_HASH
+        if self._users:
+            cost = max(_cost(hashed) for _, hashed in self._users)
+            self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
     def __bool__(self) -> bool:
         return bool(self._users)
 
     def check(self, header: str | None) -> bool:
+        return self.verify(header) is AuthResult.OK
+
+    def verify(self, header: str | None) -> AuthResult:
         credentials = _decode_basic(header)
         if credentials is None:
-            return False
+            return AuthResult.DENIED
         user, password = credentials
-        hashed = _DUMMY_HASH
+        hashed = self._dummy
         known = False
         for name, candidate in self._users:
             if hmac.compare_digest(name, user):
                 hashed, known = candidate, True
         key = hashlib.sha256(b"\0".join((user, hashed, password))).digest()
         with self._lock:
-            if key in self._cache:
-                return known
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return AuthResult.OK if cached else AuthResult.DENIED
+        if not self._checks.acquire(timeout=self._wait):
+            return AuthResult.BUSY
         try:
-            ok = bcrypt.checkpw(password, hashed)
+            ok = bcrypt.checkpw(password, hashed) and known
         except ValueError:
             ok = False
-        if ok and known:
-            with self._lock:
-                if len(self._cache) >= _CACHE_SIZE:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = None
-        return ok and known
+        finally:
+            self._checks.release()
+        with self._lock:
+            self._cache[key] = ok
+            self._cache.move_to_end(key)
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return AuthResult.OK if ok else AuthResult.DENIED
+
+
+def _cost(hashed: bytes) -> int:
+    # "$2b$12$...": the cost is the two digits after the second "$" (checked at load time).
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return 10
 
 
 def _decode_basic(header: str | None) -> tuple[bytes, bytes] | None:

@@ -90,6 +90,7 @@ def exporter_process(sim, tmp_path):
             f"127.0.0.1:{port}",
             "--log.format",
             "json",
+            "--web.enable-lifecycle",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

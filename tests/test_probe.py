@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import requests
 
 from smsp_exporter.client import SmsPartnerClient
@@ -92,7 +94,7 @@ def test_probe_state_is_bounded_whatever_the_pattern_admits(sim):
     answers = []
 
     def get(tag):
-        environ = {"REQUEST_METHOD": "GET", "QUERY_STRING": f"tag={tag}"}
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/probe", "QUERY_STRING": f"tag={tag}"}
         body = b"".join(app(environ, lambda status, headers: answers.append(status)))
         return samples(body.decode())
 
@@ -110,3 +112,27 @@ def test_probe_state_is_bounded_whatever_the_pattern_admits(sim):
     kept = app.poller
     for state in (kept._errors, kept._truncations, kept._last_good, kept._last_success):
         assert set(state) <= {"listed", "promo-i", "promo-j"}, state
+
+
+def test_probe_answers_are_negotiated_like_metrics(sim):
+    sim.add_tag(campaign("listed", 5))
+    with serve(probe_config(sim)) as url:
+        open_metrics = requests.get(
+            f"{url}/probe",
+            params={"tag": "listed"},
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+            timeout=20,
+        )
+        assert open_metrics.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert open_metrics.text.endswith("# EOF\n")
+        zipped = requests.get(
+            f"{url}/probe",
+            params={"tag": "listed"},
+            headers={"Accept-Encoding": "gzip"},
+            stream=True,
+            timeout=20,
+        )
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert b'sms_up{tag="listed"} 1.0' in gzip.decompress(zipped.raw.read())
+        head = requests.head(f"{url}/probe", params={"tag": "listed"}, timeout=20)
+        assert head.status_code == 200 and head.content == b""

@@ -150,3 +150,22 @@ def test_probe_and_tags_api_follow_the_reloaded_config(running, sim):
     assert sum(v for (n, _), v in probed.items() if n == "sms_status_total") == 5
     requests.get(f"{url}/metrics", timeout=10)  # a round of the new config's tags
     assert "relance" in str(requests.get(f"{url}/api/v1/tags", timeout=10).json())
+
+
+def test_post_reload_needs_the_lifecycle_flag(sim, tmp_path):
+    """Without --web.enable-lifecycle, POST /-/reload is 403 (as in Prometheus); SIGHUP works."""
+    from .running import exporter_process as process
+    from .running import write_config as write
+
+    sim.add_tag(campaign("promo", 3))
+    sim.add_tag(campaign("relance", 5))
+    path = write(tmp_path, sim.url, ["promo"])
+    with process(path) as running:
+        write(tmp_path, sim.url, ["relance"])
+        answer = requests.post(f"{running.url}/-/reload", timeout=10)
+        assert answer.status_code == 403
+        assert "--web.enable-lifecycle" in answer.text
+        assert value(metrics(running.url), "sms_up", tag="promo") == 1  # not reloaded
+        running.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: value(metrics(running.url), "sms_up", tag="relance") == 1)
+        assert running.terminate(timeout=10) == 0

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,29 @@ def test_a_silent_tls_client_does_not_block_other_connections(pki, tmp_path):
                 sock.close()
 
 
+def test_hundreds_of_stalled_tls_handshakes_do_not_starve_a_scraper(pki, tmp_path):
+    """300 connections (more than the server reads at once): half send nothing, half a partial
+    ClientHello. An HTTPS scrape is still answered, promptly, and the TLS stays usable."""
+    with serving(write_web_config(tmp_path, tls_config(pki))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        try:
+            for index in range(300):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if index % 2:
+                    sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+                stalled.append(sock)
+            time.sleep(0.5)
+            for _ in range(3):
+                began = time.monotonic()
+                answer = requests.get(f"{url}/metrics", verify=pki["ca.crt"], timeout=5)
+                assert answer.status_code == 200 and "secure_test_value" in answer.text
+                assert time.monotonic() - began < 3
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
 def test_min_version_tls13_refuses_a_tls12_client(pki, tmp_path):
     path = write_web_config(tmp_path, tls_config(pki, "  min_version: TLS13\n"))
     with serving(path) as url:
@@ -221,7 +245,7 @@ def test_healthz_without_auth_only_when_asked(tmp_path):
         assert requests.get(f"{url}/", timeout=10).status_code == 401
 
 
-def test_successful_checks_are_cached_and_failures_are_not(monkeypatch):
+def test_verdicts_are_cached_and_an_unknown_user_costs_one_check(monkeypatch):
     calls = []
     real = bcrypt.checkpw
 
@@ -235,11 +259,40 @@ def test_successful_checks_are_cached_and_failures_are_not(monkeypatch):
     bad = "Basic " + base64.b64encode(b"prometheus:nope").decode()
     assert auth.check(good) and auth.check(good)
     assert len(calls) == 1
+    # A wrong password repeated (a misconfigured scraper, a flood) costs one check, not one each.
     assert not auth.check(bad) and not auth.check(bad)
-    assert len(calls) == 3
+    assert len(calls) == 2
     # An unknown user still costs one bcrypt check (no user enumeration by timing).
     assert not auth.check("Basic " + base64.b64encode(b"ghost:x").decode())
-    assert len(calls) == 4
+    assert len(calls) == 3
+
+
+def test_concurrent_password_checks_are_bounded(monkeypatch):
+    """A check waiting too long for a bcrypt slot is BUSY (503), freeing its thread; a cached
+    verdict never waits."""
+    auth = BasicAuth((("prometheus", bcrypt_hash(PASSWORD).encode()),), max_checks=1, wait=0.05)
+    good = "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    assert auth.verify(good) is webconfig.AuthResult.OK
+    release = threading.Event()
+    real = bcrypt.checkpw
+
+    def stuck(password, hashed):
+        release.wait(5)
+        return real(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", stuck)
+    first = threading.Thread(
+        target=auth.verify, args=("Basic " + base64.b64encode(b"prometheus:a").decode(),)
+    )
+    first.start()
+    time.sleep(0.1)
+    try:
+        other = "Basic " + base64.b64encode(b"prometheus:b").decode()
+        assert auth.verify(other) is webconfig.AuthResult.BUSY
+        assert auth.verify(good) is webconfig.AuthResult.OK  # cached: no slot needed
+    finally:
+        release.set()
+        first.join(5)
 
 
 def test_security_headers_from_http_server_config(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +17,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from smsp_exporter.collector import scrape_timeout
-from smsp_exporter.web import ExporterServer, parse_listen_address
+from smsp_exporter.httpd import Limits
+from smsp_exporter.web import ExporterServer, Route, parse_listen_address
 
 SECRET = "sk-WEBCANARY-0a1b2c3d4e5f"
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -163,7 +165,17 @@ def test_metrics_serves_the_registry(server: ExporterServer) -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("7.5", 7.5), ("10", 10.0), ("abc", -1), ("-3", -1), ("0", -1), ("nan", -1), ("inf", -1)],
+    [
+        ("7.5", 7.5),
+        ("10", 10.0),
+        ("abc", -1),
+        ("-3", -1),
+        ("0", -1),
+        ("nan", -1),
+        ("inf", -1),
+        ("0.1", 1.0),  # clamped: a client cannot ask for rounds too short to succeed
+        ("86400", 120.0),  # nor for endless ones
+    ],
 )
 def test_metrics_scrape_timeout_header(
     server: ExporterServer, header: str, expected: float
@@ -287,19 +299,29 @@ def test_extra_routes(start: Callable[..., ExporterServer]) -> None:
 
     def reload_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         seen.append((environ["REQUEST_METHOD"], environ["QUERY_STRING"]))
-        if environ["REQUEST_METHOD"] != "POST":
-            start_response("405 Method Not Allowed", [("Allow", "POST")])
-            return [b"use POST\n"]
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"reloaded", b"\n"]
 
-    server = start(extra_routes={"/-/reload": reload_app})
+    def tags_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append((environ["REQUEST_METHOD"], environ["QUERY_STRING"]))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    server = start(extra_routes={"/-/reload": Route.post(reload_app), "/api/v1/tags": tags_app})
     response = requests.post(server.url + "-/reload?x=1", timeout=10)
     assert (response.status_code, response.text) == (200, "reloaded\n")
     assert response.headers["Content-Length"] == "9"
-    response = get(server, "/-/reload")
-    assert (response.status_code, response.headers["Allow"]) == (405, "POST")
-    assert seen == [("POST", "x=1"), ("GET", "")]
+    # The route table answers 405 (with Allow) itself: the handler never sees a GET.
+    for method in ("GET", "HEAD", "PUT"):
+        response = requests.request(method, server.url + "-/reload", timeout=10)
+        assert (response.status_code, response.headers["Allow"]) == (405, "POST"), method
+    # A plain WSGI app is a GET route; HEAD gets the GET's headers, without the body.
+    assert get(server, "/api/v1/tags").text == "{}"
+    head = requests.head(server.url + "api/v1/tags", timeout=10)
+    assert (head.status_code, head.content, head.headers["Content-Length"]) == (200, b"", "2")
+    response = requests.post(server.url + "api/v1/tags", timeout=10)
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET, HEAD")
+    assert seen == [("POST", "x=1"), ("GET", ""), ("GET", "")]
 
 
 def test_extra_routes_are_checked() -> None:
@@ -328,21 +350,48 @@ def test_huge_header_is_refused_and_server_survives(server: ExporterServer) -> N
     assert get(server, "/healthz").status_code == 200
 
 
-def test_too_many_requests_at_once_get_503(start: Callable[..., ExporterServer]) -> None:
+def test_idle_connections_take_no_worker(start: Callable[..., ExporterServer]) -> None:
     server = start(max_threads=2)
-    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
     try:
-        time.sleep(0.3)  # both connections are being handled (waiting for a request line)
-        response = get(server, "/healthz")
-        assert response.status_code == 503
-        assert response.headers["Retry-After"] == "1"
+        time.sleep(0.3)
+        assert get(server, "/healthz").status_code == 200  # answered by one of the 2 workers
     finally:
         for sock in idle:
             sock.close()
-    deadline = time.monotonic() + 5
-    while get(server, "/healthz").status_code != 200:
-        assert time.monotonic() < deadline, "slots were not released"
-        time.sleep(0.05)
+
+
+def test_when_workers_and_queue_are_full_a_request_gets_503_at_once(
+    start: Callable[..., ExporterServer],
+) -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        entered.release()
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slow\n"]
+
+    server = start(limits=Limits(workers=1, queue_size=1), extra_routes={"/slow": slow})
+    results: list[int] = []
+    first = threading.Thread(target=lambda: results.append(get(server, "/slow").status_code))
+    first.start()
+    assert entered.acquire(timeout=5)  # the only worker is busy
+    second = threading.Thread(target=lambda: results.append(get(server, "/healthz").status_code))
+    second.start()
+    time.sleep(0.3)  # queued
+    try:
+        began = time.monotonic()
+        response = get(server, "/healthz")
+        assert time.monotonic() - began < 2
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)
+    assert sorted(results) == [200, 200]
 
 
 def test_slow_client_is_timed_out(start: Callable[..., ExporterServer]) -> None:
@@ -446,7 +495,7 @@ def test_context_manager() -> None:
 def test_requests_are_logged_at_debug_only(
     server: ExporterServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="smsp_exporter.web"):
+    with caplog.at_level(logging.DEBUG, logger="smsp_exporter"):
         get(server, "/healthz?token=abc")
         deadline = time.monotonic() + 5
         # The server logs the request after the answer is sent: wait for it.
