@@ -196,20 +196,77 @@ class _ErrorStream:
         pass
 
 
+class _RequestReader:
+    """One connection's request as it arrives: finds the end of the head, parses it, then waits
+    for the body. Pure (no socket, no clock): the loop feeds it and acts on what it says.
+
+    The head is bounded before it is whole: a request line or a header block past its limit is
+    refused while it is still arriving, so no client can make the buffer grow without end."""
+
+    __slots__ = ("buf", "head", "limits", "scanned")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.buf = bytearray()
+        self.scanned = 0  # bytes of buf already searched for the end of the head
+        self.head: _Head | None = None
+
+    def advance(self) -> bytes | None:
+        """The whole body once the request is complete, else None (more bytes needed).
+
+        Raises :class:`_RequestError` with the status to answer."""
+        if self.head is None and not self._read_head():
+            return None
+        head = self.head
+        assert head is not None
+        if len(self.buf) < head.content_length:
+            return None
+        return bytes(self.buf[: head.content_length])
+
+    def wants_continue(self) -> bool:
+        """Whether the client waits for ``100 Continue`` before sending the body it announced
+        (asked right after the head is parsed: not once body bytes have come anyway)."""
+        head = self.head
+        if head is None or not head.content_length or head.version < (1, 1) or self.buf:
+            return False
+        return dict(head.headers).get("expect", "").lower() == "100-continue"
+
+    def _read_head(self) -> bool:
+        limits, buf = self.limits, self.buf
+        while bytes(buf[:1]) in (b"\r", b"\n") and buf:  # empty lines before a request: allowed
+            del buf[:1]
+        end = _head_end(buf, self.scanned)
+        if end is None:
+            first = buf.find(b"\n")
+            if (first < 0 and len(buf) > limits.max_request_line) or first > (
+                limits.max_request_line + 1
+            ):
+                raise _RequestError(HTTPStatus.REQUEST_URI_TOO_LONG)
+            if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+                raise _RequestError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            self.scanned = max(0, len(buf) - 3)
+            return False
+        head_end, body_start = end
+        self.head = parse_head(bytes(buf[:head_end]), limits)
+        del buf[:body_start]
+        return True
+
+
 _HANDSHAKE, _HEAD, _BODY, _LINGER = "handshake", "head", "body", "linger"
 
 
 class _Conn:
-    __slots__ = ("buf", "client", "deadline", "events", "head", "scanned", "sock", "state")
+    __slots__ = ("client", "deadline", "drained", "events", "reader", "sock", "state")
 
-    def __init__(self, sock: socket.socket, client: str, deadline: float, state: str) -> None:
+    def __init__(
+        self, sock: socket.socket, client: str, deadline: float, state: str, limits: Limits
+    ) -> None:
         self.sock = sock
         self.client = client
         self.deadline = deadline
         self.state = state
-        self.buf = bytearray()
-        self.scanned = 0  # bytes of buf already searched for the end of the head
-        self.head: _Head | None = None
+        self.reader = _RequestReader(limits)
+        self.drained = 0  # bytes read and dropped while lingering
         self.events = selectors.EVENT_READ
 
 
@@ -222,7 +279,9 @@ class _Job:
 
 
 class HTTPServer:
-    """Serves a WSGI application on a listening socket it binds at :meth:`start`."""
+    """Serves a WSGI application on a listening socket it binds at :meth:`start`.
+
+    A thin owner: :class:`_EventLoop` reads requests, :class:`_WorkerPool` answers them."""
 
     def __init__(
         self,
@@ -239,22 +298,12 @@ class HTTPServer:
         self._address = address
         self._family = family
         self._listener: socket.socket | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
-        self._lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(self.limits.queue_size)
-        self._stopping = threading.Event()
-        self._loop_thread: threading.Thread | None = None
-        self._workers: list[threading.Thread] = []
-        self._last_warning: dict[str, float] = {}
+        self._loop: _EventLoop | None = None
+        self._pool: _WorkerPool | None = None
         # Counted by the loop thread only; every key exists from the start (read elsewhere).
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.server_name = ""
         self.server_port = 0
-
-    # -- lifecycle --
 
     def bind(self) -> None:
         """Bind and listen (raises OSError); :meth:`start` serves."""
@@ -278,43 +327,62 @@ class HTTPServer:
         if self._listener is None:
             self.bind()
         assert self._listener is not None
+        self._pool = _WorkerPool(self)
+        self._loop = _EventLoop(self._listener, self.limits, self.tls, self._pool, self.refused)
+        self._pool.start()
+        self._loop.start()
+
+    def shutdown(self) -> None:
+        """Stop accepting and reading; requests being answered finish on their own threads."""
+        if self._loop is not None:
+            self._loop.stop()
+        if self._pool is not None:
+            self._pool.stop()
+        if self._loop is None and self._listener is not None:
+            self._listener.close()  # bound, never started
+
+
+class _EventLoop:
+    """The one loop thread: accepts, does the TLS handshakes, reads each request whole within
+    its deadline, hands complete ones to the pool, and answers the refusals itself.
+
+    Only the loop thread touches the selector, the connections and the ``refused`` counts."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        limits: Limits,
+        tls: ssl.SSLContext | None,
+        pool: _WorkerPool,
+        refused: dict[str, int],
+    ) -> None:
+        self.limits = limits
+        self.tls = tls
+        self.refused = refused
+        self._pool = pool
+        self._listener = listener
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._listener, selectors.EVENT_READ, "listener")
+        self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        for index in range(self.limits.workers):
-            worker = threading.Thread(
-                target=self._work, name=f"smsp-exporter-http-{index}", daemon=True
-            )
-            worker.start()
-            self._workers.append(worker)
-        self._loop_thread = threading.Thread(
-            target=self._loop, name="smsp-exporter-http", daemon=True
-        )
-        self._loop_thread.start()
+        self._reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self._lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="smsp-exporter-http", daemon=True)
+        self._last_warning: dict[str, float] = {}
 
-    def shutdown(self) -> None:
-        """Stop accepting and reading; requests being answered finish on their own threads."""
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
         self._stopping.set()
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=2.0)
-        for _ in self._workers:
-            try:
-                self._jobs.put_nowait(None)
-            except queue.Full:
-                break
-        if self._loop_thread is None and self._listener is not None:
-            self._listener.close()  # bound, never started
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(timeout=2.0)
 
-    # -- the event loop --
-
-    def _loop(self) -> None:
-        assert self._selector is not None and self._listener is not None
+    def _run(self) -> None:
         try:
             while not self._stopping.is_set():
                 for key, _events in self._selector.select(self._select_timeout()):
@@ -322,7 +390,7 @@ class HTTPServer:
                         self._accept()
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
-                            self._wake_r.recv(4096)  # type: ignore[union-attr]
+                            self._wake_r.recv(4096)
                     elif key.data in self._reading or key.data in self._lingering:
                         self._ready(key.data)  # (not if closed earlier in this batch)
                 self._expire(time.monotonic())
@@ -332,8 +400,7 @@ class HTTPServer:
             for conn in [*self._reading, *self._lingering]:
                 self._close(conn)
             for sock in (self._listener, self._wake_r, self._wake_w):
-                if sock is not None:
-                    sock.close()
+                sock.close()
             self._selector.close()
 
     def _select_timeout(self) -> float:
@@ -360,7 +427,6 @@ class HTTPServer:
                 self._close(conn)
 
     def _accept(self) -> None:
-        assert self._listener is not None and self._selector is not None
         for _ in range(_ACCEPTS_PER_EVENT):
             try:
                 sock, address = self._listener.accept()
@@ -392,7 +458,8 @@ class HTTPServer:
                     sock.close()
                     continue
                 state = _HANDSHAKE
-            conn = _Conn(sock, client, time.monotonic() + self.limits.request_timeout, state)
+            deadline = time.monotonic() + self.limits.request_timeout
+            conn = _Conn(sock, client, deadline, state, self.limits)
             self._reading[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -439,7 +506,7 @@ class HTTPServer:
     def _want(self, conn: _Conn, events: int) -> None:
         if conn.events != events:
             conn.events = events
-            self._selector.modify(conn.sock, events, conn)  # type: ignore[union-attr]
+            self._selector.modify(conn.sock, events, conn)
 
     def _read(self, conn: _Conn) -> None:
         for _ in range(_READS_PER_EVENT):
@@ -456,7 +523,7 @@ class HTTPServer:
             if not data:  # the client gave up
                 self._close(conn)
                 return
-            conn.buf += data
+            conn.reader.buf += data
             if not self._progress(conn):
                 return
         if conn.events != selectors.EVENT_READ:
@@ -464,56 +531,33 @@ class HTTPServer:
 
     def _progress(self, conn: _Conn) -> bool:
         """Look at what has arrived; False once the connection has left the reading state."""
-        limits = self.limits
-        if conn.state == _HEAD:
-            buf = conn.buf
-            while bytes(buf[:1]) in (b"\r", b"\n") and buf:  # empty lines before a request: allowed
-                del buf[:1]
-            end = _head_end(buf, conn.scanned)
-            if end is None:
-                first = buf.find(b"\n")
-                if (first < 0 and len(buf) > limits.max_request_line) or first > (
-                    limits.max_request_line + 1
-                ):
-                    self.refused["malformed"] += 1
-                    return self._fail(conn, HTTPStatus.REQUEST_URI_TOO_LONG)
-                if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
-                    self.refused["malformed"] += 1
-                    return self._fail(conn, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-                conn.scanned = max(0, len(buf) - 3)
-                return True
-            head_end, body_start = end
-            try:
-                conn.head = parse_head(bytes(buf[:head_end]), limits)
-            except _RequestError as err:
-                self.refused["malformed"] += 1
-                return self._fail(conn, err.status)
-            del buf[:body_start]
+        reader = conn.reader
+        try:
+            body = reader.advance()
+        except _RequestError as err:
+            self.refused["malformed"] += 1
+            return self._fail(conn, err.status)
+        if conn.state == _HEAD and reader.head is not None:
             conn.state = _BODY
-            if conn.head.content_length and conn.head.version >= (1, 1) and not buf:
-                expect = dict(conn.head.headers).get("expect", "")
-                if expect.lower() == "100-continue":
-                    with contextlib.suppress(OSError, ValueError):
-                        conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = conn.head
-        assert head is not None
-        if len(conn.buf) < head.content_length:
+            if reader.wants_continue():
+                with contextlib.suppress(OSError, ValueError):
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if body is None:
             return True
-        self._dispatch(conn, bytes(conn.buf[: head.content_length]))
+        self._dispatch(conn, body)
         return False
 
     def _dispatch(self, conn: _Conn, body: bytes) -> None:
-        assert conn.head is not None
-        try:
-            self._jobs.put_nowait(_Job(conn.sock, conn.client, conn.head, body))
-        except queue.Full:
+        head = conn.reader.head
+        assert head is not None
+        if not self._pool.submit(_Job(conn.sock, conn.client, head, body)):
             self._warn("busy", "too many HTTP requests waiting: answering 503")
             self.refused["queue_full"] += 1
             self._fail(conn, HTTPStatus.SERVICE_UNAVAILABLE, "Retry-After: 1")
             return
+        # The socket is the worker's now: the loop forgets it without closing it.
         del self._reading[conn]
-        self._selector.unregister(conn.sock)  # type: ignore[union-attr]
-        conn.buf = bytearray()
+        self._selector.unregister(conn.sock)
 
     def _fail(self, conn: _Conn, status: HTTPStatus, *extra: str) -> bool:
         """Answer an error from the loop, then drain the connection for a moment."""
@@ -527,8 +571,7 @@ class HTTPServer:
             return False
         self._reading.pop(conn, None)
         conn.state = _LINGER
-        conn.buf = bytearray()
-        conn.scanned = 0
+        conn.reader = _RequestReader(self.limits)  # what was read is dropped
         conn.deadline = time.monotonic() + self.limits.linger
         self._lingering[conn] = None
         self._want(conn, selectors.EVENT_READ)
@@ -542,8 +585,8 @@ class HTTPServer:
                 return
             except (OSError, ValueError):
                 data = b""
-            conn.scanned += len(data)
-            if not data or conn.scanned > _LINGER_BYTES:
+            conn.drained += len(data)
+            if not data or conn.drained > _LINGER_BYTES:
                 self._close(conn)
                 return
 
@@ -551,7 +594,7 @@ class HTTPServer:
         self._reading.pop(conn, None)
         self._lingering.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn.sock)  # type: ignore[union-attr]
+            self._selector.unregister(conn.sock)
         conn.sock.close()
 
     def _warn(self, kind: str, message: str, **extra: Any) -> None:
@@ -560,7 +603,40 @@ class HTTPServer:
             self._last_warning[kind] = now
             log.warning(message, extra=extra)
 
-    # -- the workers --
+
+class _WorkerPool:
+    """A fixed pool of threads that run the application on complete requests and write the
+    answers; the requests wait in a bounded queue (a full queue is the loop's ``503``)."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self._server = server
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(server.limits.queue_size)
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self._server.limits.workers):
+            worker = threading.Thread(
+                target=self._work, name=f"smsp-exporter-http-{index}", daemon=True
+            )
+            worker.start()
+            self._threads.append(worker)
+
+    def submit(self, job: _Job) -> bool:
+        """Queue a complete request; False when the queue is full (the job is not taken)."""
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Ask each worker to end once the queue before it is answered (best effort: with the
+        queue full, the daemon threads end with the process)."""
+        for _ in self._threads:
+            try:
+                self._jobs.put_nowait(None)
+            except queue.Full:
+                break
 
     def _work(self) -> None:
         while True:
@@ -576,27 +652,27 @@ class HTTPServer:
                     job.sock.close()
 
     def _environ(self, job: _Job) -> dict[str, Any]:
-        head = job.head
+        server, head = self._server, job.head
         path, _, query = head.target.partition("?")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
             "QUERY_STRING": query,
-            "SERVER_NAME": self.server_name,
-            "SERVER_PORT": str(self.server_port),
+            "SERVER_NAME": server.server_name,
+            "SERVER_PORT": str(server.server_port),
             "SERVER_PROTOCOL": f"HTTP/{head.version[0]}.{head.version[1]}",
             "REMOTE_ADDR": job.client,
             "CONTENT_LENGTH": str(head.content_length) if head.content_length else "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if self.tls is not None else "http",
+            "wsgi.url_scheme": "https" if server.tls is not None else "http",
             "wsgi.input": io.BytesIO(job.body),
             "wsgi.errors": _ErrorStream(),
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        if self.tls is not None:
+        if server.tls is not None:
             environ["HTTPS"] = "on"
         for name, value in head.headers:
             if "_" in name:  # X_Foo would pass for X-Foo in the environ: dropped, as nginx does
@@ -611,7 +687,7 @@ class HTTPServer:
         return environ
 
     def _answer(self, job: _Job) -> None:
-        status, headers, body = _run(self.app, self._environ(job))
+        status, headers, body = _run(self._server.app, self._environ(job))
         version = "HTTP/1.1" if job.head.version >= (1, 1) else "HTTP/1.0"
         lines = [
             f"{version} {status}",
@@ -628,7 +704,7 @@ class HTTPServer:
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         sent = 0
         try:
-            _send_all(job.sock, data, time.monotonic() + self.limits.write_timeout)
+            _send_all(job.sock, data, time.monotonic() + self._server.limits.write_timeout)
             sent = len(body)
             if not isinstance(job.sock, ssl.SSLSocket):
                 job.sock.shutdown(socket.SHUT_WR)
