@@ -25,6 +25,10 @@ Each answer closes its connection (``Connection: close``): no keep-alive, no pip
 Errors found by the loop (malformed requests, limits) are answered by the loop itself, then the
 connection is drained for a moment before it is closed, so that the client reads the answer
 rather than a reset. Nothing is printed: requests are logged at debug level.
+
+The parts: :class:`HTTPServer` owns the listening socket and starts the other two,
+:class:`_EventLoop` (the loop thread; its :class:`_Connections` tables, one
+:class:`_RequestReader` per connection) and :class:`_WorkerPool` (the workers and their queue).
 """
 
 from __future__ import annotations
@@ -256,6 +260,8 @@ _HANDSHAKE, _HEAD, _BODY, _LINGER = "handshake", "head", "body", "linger"
 
 
 class _Conn:
+    """One accepted connection, as the loop sees it: handshake, head, body, then linger."""
+
     __slots__ = ("client", "deadline", "drained", "events", "reader", "sock", "state")
 
     def __init__(
@@ -268,6 +274,74 @@ class _Conn:
         self.reader = _RequestReader(limits)
         self.drained = 0  # bytes read and dropped while lingering
         self.events = selectors.EVENT_READ
+
+    def handshake(self) -> int:
+        """Take the TLS handshake a step: 0 once done, else the events it waits for.
+
+        Raises :class:`OSError` (``ssl.SSLError`` is one) or :class:`ValueError` if it fails."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            return selectors.EVENT_WRITE
+        self.state = _HEAD
+        return 0
+
+
+class _Connections:
+    """The connections the loop holds, in two tables: those whose request is being read, and
+    those lingering after an error answer.
+
+    Invariant: each table gives every connection the same delay when it enters (the request
+    timeout, the linger), so deadlines grow with insertion order and only the front of each
+    table needs a look."""
+
+    def __init__(self) -> None:
+        self.reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self.lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.reading) + len(self.lingering)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self.reading or conn in self.lingering
+
+    def all(self) -> list[_Conn]:
+        return [*self.reading, *self.lingering]
+
+    def oldest(self) -> _Conn | None:
+        """The one to evict: a lingering connection first (its answer is already sent), else
+        the request that has been arriving the longest."""
+        for table in (self.lingering, self.reading):
+            if table:
+                return next(iter(table))
+        return None
+
+    def nearest_deadline(self, now: float, default: float) -> float:
+        """Seconds to the nearest deadline, at most ``default``."""
+        fronts = [
+            next(iter(table)).deadline - now for table in (self.reading, self.lingering) if table
+        ]
+        return min([default, *fronts])
+
+    def expired(self, now: float) -> list[_Conn]:
+        found = []  # from the front of each table, up to the first one still in time
+        for table in (self.reading, self.lingering):
+            for conn in table:
+                if conn.deadline > now:
+                    break
+                found.append(conn)
+        return found
+
+    def linger(self, conn: _Conn) -> None:
+        self.reading.pop(conn, None)
+        self.lingering[conn] = None
+
+    def discard(self, conn: _Conn) -> None:
+        self.reading.pop(conn, None)
+        self.lingering.pop(conn, None)
 
 
 @dataclass
@@ -367,8 +441,7 @@ class _EventLoop:
         self._wake_w.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
-        self._lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self._conns = _Connections()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="smsp-exporter-http", daemon=True)
         self._last_warning: dict[str, float] = {}
@@ -391,40 +464,30 @@ class _EventLoop:
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)
-                    elif key.data in self._reading or key.data in self._lingering:
+                    elif key.data in self._conns:
                         self._ready(key.data)  # (not if closed earlier in this batch)
                 self._expire(time.monotonic())
         except Exception:
             log.exception("the HTTP server's event loop failed")
         finally:
-            for conn in [*self._reading, *self._lingering]:
+            for conn in self._conns.all():
                 self._close(conn)
             for sock in (self._listener, self._wake_r, self._wake_w):
                 sock.close()
             self._selector.close()
 
     def _select_timeout(self) -> float:
-        now = time.monotonic()
-        nearest = 1.0
-        for table in (self._reading, self._lingering):
-            if table:
-                nearest = min(nearest, next(iter(table)).deadline - now)
-        return max(0.0, nearest)
+        return max(0.0, self._conns.nearest_deadline(time.monotonic(), 1.0))
 
     def _expire(self, now: float) -> None:
-        # Deadlines grow with insertion order in each table: only the front needs a look.
-        for table in (self._reading, self._lingering):
-            while table:
-                conn = next(iter(table))
-                if conn.deadline > now:
-                    break
-                if conn.state != _LINGER:
-                    self.refused["request_timeout"] += 1
-                    log.debug(
-                        "http request not received in time: closing",
-                        extra={"client": conn.client, "state": conn.state},
-                    )
-                self._close(conn)
+        for conn in self._conns.expired(now):
+            if conn.state != _LINGER:
+                self.refused["request_timeout"] += 1
+                log.debug(
+                    "http request not received in time: closing",
+                    extra={"client": conn.client, "state": conn.state},
+                )
+            self._close(conn)
 
     def _accept(self) -> None:
         for _ in range(_ACCEPTS_PER_EVENT):
@@ -440,7 +503,7 @@ class _EventLoop:
                 return
             sock.setblocking(False)
             client = str(address[0]) if address else "-"
-            if len(self._reading) + len(self._lingering) >= self.limits.max_connections:
+            if len(self._conns) >= self.limits.max_connections:
                 self._warn(
                     "connections",
                     "too many connections: closing the oldest unfinished one",
@@ -460,15 +523,14 @@ class _EventLoop:
                 state = _HANDSHAKE
             deadline = time.monotonic() + self.limits.request_timeout
             conn = _Conn(sock, client, deadline, state, self.limits)
-            self._reading[conn] = None
+            self._conns.reading[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _evict_oldest(self) -> bool:
-        for table in (self._lingering, self._reading):
-            if table:
-                self._close(next(iter(table)))
-                return True
-        return False
+        conn = self._conns.oldest()
+        if conn is not None:
+            self._close(conn)
+        return conn is not None
 
     def _ready(self, conn: _Conn) -> None:
         try:
@@ -483,25 +545,17 @@ class _EventLoop:
             self._close(conn)
 
     def _handshake(self, conn: _Conn) -> bool:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+        """Whether the handshake is done (the request can be read)."""
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._want(conn, selectors.EVENT_READ)
-            return False
-        except ssl.SSLWantWriteError:
-            self._want(conn, selectors.EVENT_WRITE)
-            return False
+            events = conn.handshake()
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
             reason = str(getattr(err, "reason", None) or type(err).__name__)
             log.debug("TLS handshake failed", extra={"client": conn.client, "error": reason})
             self.refused["tls_handshake"] += 1
             self._close(conn)
             return False
-        conn.state = _HEAD
-        self._want(conn, selectors.EVENT_READ)
-        return True
+        self._want(conn, events or selectors.EVENT_READ)
+        return not events
 
     def _want(self, conn: _Conn, events: int) -> None:
         if conn.events != events:
@@ -556,7 +610,7 @@ class _EventLoop:
             self._fail(conn, HTTPStatus.SERVICE_UNAVAILABLE, "Retry-After: 1")
             return
         # The socket is the worker's now: the loop forgets it without closing it.
-        del self._reading[conn]
+        del self._conns.reading[conn]
         self._selector.unregister(conn.sock)
 
     def _fail(self, conn: _Conn, status: HTTPStatus, *extra: str) -> bool:
@@ -569,11 +623,10 @@ class _EventLoop:
         except (OSError, ValueError):
             self._close(conn)
             return False
-        self._reading.pop(conn, None)
         conn.state = _LINGER
         conn.reader = _RequestReader(self.limits)  # what was read is dropped
         conn.deadline = time.monotonic() + self.limits.linger
-        self._lingering[conn] = None
+        self._conns.linger(conn)
         self._want(conn, selectors.EVENT_READ)
         return False
 
@@ -591,8 +644,7 @@ class _EventLoop:
                 return
 
     def _close(self, conn: _Conn) -> None:
-        self._reading.pop(conn, None)
-        self._lingering.pop(conn, None)
+        self._conns.discard(conn)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         conn.sock.close()
