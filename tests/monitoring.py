@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .conftest import require_tool
+from .helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "smsp-exporter.json"

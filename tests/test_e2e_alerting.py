@@ -36,7 +36,7 @@ import yaml
 from smsp_exporter.config import AccountConfig
 from smsp_exporter.simulator import Simulator, TagSpec
 
-from .conftest import API_KEY, free_port, make_config, serve
+from .helpers import API_KEY, free_port, make_config, serve
 from .monitoring import (
     ALERT_RULES,
     ALERTMANAGER_YML,
