@@ -1,7 +1,7 @@
 """A faithful fake of the SMS Partner HTTP API, served over real HTTP on loopback.
 
 It answers ``GET /v1/bulk-status-by-tag`` and ``GET /v1/me`` in the shapes of the real API (see
-``shared/reference/api-notes.md``), checks the API key like it, and can inject every failure the
+``docs/api-reading.md``), checks the API key like it, and can inject every failure the
 exporter must survive (:meth:`Simulator.set_fault`). It serves the test suite, the demo and the
 benchmarks: HTTP/1.1 keep-alive, one thread per connection, quiet, standard library only.
 
@@ -12,7 +12,8 @@ at 48 h), a final status (``Delivered``, ``Not delivered``, or ``Waiting`` for e
 a STOP reply some time after delivery. The state is a pure function of (seed, specs, t): per
 message only three compact arrays are kept, and page bodies are built on demand.
 
-Choices where the real API is unknown (each documented in ``api-notes.md`` as unknown):
+Choices where the real API is unknown (``docs/api-reading.md`` says what its documentation leaves
+open):
 
 - a tag lists only the messages already *sent* at time t, so ``total`` grows while a campaign
   is being sent; pages are in send order, so a page's content never moves to another page;

@@ -125,7 +125,7 @@ http:
 api:
 logger:
   default: info
-# As the README advises: the source sensor's attributes (the whole answer) are not recorded.
+# docs/homeassistant.md: the source sensor's attributes (the whole answer) are not recorded.
 recorder:
   commit_interval: 1
   exclude:

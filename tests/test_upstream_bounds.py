@@ -30,8 +30,9 @@ from .helpers import (
     value,
 )
 
-# Every reason sms_api_errors_total / sms_account_errors_total may carry (README, "Failure
-# behaviour"): the fixed ones, one per documented API code, one per real HTTP error status.
+# Every reason sms_api_errors_total / sms_account_errors_total may carry (docs/failure-modes.md,
+# "Label values stay bounded"): the fixed ones, one per documented API code, one per real HTTP
+# error status.
 FIXED_REASONS = {
     "timeout",
     "connection",
@@ -187,15 +188,15 @@ def test_a_key_pasted_as_the_key_file_path_is_never_printed(tmp_path, origin, co
     assert "\n" not in text
 
 
-def test_the_readme_lists_the_reason_set():
-    """README's failure section is the operators' list: it must stay the code's."""
+def test_the_failure_modes_page_lists_the_reason_set():
+    """docs/failure-modes.md is the operators' list of reasons: it must stay the code's."""
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    page = (Path(__file__).parent.parent / "docs" / "failure-modes.md").read_text()
     for reason in FIXED_REASONS:
-        assert f"`{reason}`" in readme, reason
+        assert f"`{reason}`" in page, reason
     codes = ", ".join(str(code) for code in sorted(DOCUMENTED_API_CODES))
-    assert codes in readme.replace("\n", " ")
+    assert codes in page.replace("\n", " ")
 
 
 def test_404_keeps_its_own_reason_the_runbook_names():
