@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import bargauge, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, heatmap, stat, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as d
 from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus as prom_model
 
 UID = "smsp-exporter"
 TITLE = "SMS Partner campaigns (smsp-exporter)"
@@ -35,17 +36,30 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'job=~"$job", instance=~"$instance", tag=~"$tag"'
 # The account's series have no tag.
 ACCOUNT_SEL = 'job=~"$job", instance=~"$instance"'
+# The job and instance variables list the targets serving either series: an exporter's own
+# /metrics (build info, even without tags) and /probe targets (sms_up only).
+TARGETS = '__name__=~"sms_up|sms_exporter_build_info"'
 # The thresholds of the alerts (deploy/prometheus/rules/smsp-exporter.alerts.yml): Not
-# delivered shares, hours of credit left, age of the oldest Waiting message.
+# delivered shares, hours of credit left, share of recent messages still Waiting.
 WARNING_SHARE, CRITICAL_SHARE = 0.10, 0.25
 CREDIT_HOURS_LOW = 24
-STUCK_WAITING_SECONDS = 6 * 3600
+STUCK_SHARE = 0.20
+
+
+def per_tag(expr: str, by: str = "tag") -> str:
+    """One series per tag even when two targets scrape the same tag (a /metrics job and a
+    /probe job, two Prometheus jobs): they read the same counts, so take one, not the sum."""
+    return f"max by ({by}) ({expr})"
+
+
 # Hours of credit left shown when credit is not being spent (or would last longer than this).
 CREDIT_HOURS_CAP = 365 * 24
 
 
-def query(expr: str, legend: str = "__auto", *, instant: bool = False) -> prom.Dataquery:
-    q = prom.Dataquery().ref_id("A").expr(expr).legend_format(legend).datasource(DATASOURCE)
+def query(
+    expr: str, legend: str = "__auto", *, instant: bool = False, ref: str = "A"
+) -> prom.Dataquery:
+    q = prom.Dataquery().ref_id(ref).expr(expr).legend_format(legend).datasource(DATASOURCE)
     return q.instant() if instant else q.range()
 
 
@@ -202,10 +216,8 @@ def variables() -> list[Any]:
 
     return [
         d.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        label_values("job", "Job", "label_values(sms_exporter_build_info, job)"),
-        label_values(
-            "instance", "Instance", 'label_values(sms_exporter_build_info{job=~"$job"}, instance)'
-        ),
+        label_values("job", "Job", f"label_values({{{TARGETS}}}, job)"),
+        label_values("instance", "Instance", f'label_values({{{TARGETS}, job=~"$job"}}, instance)'),
         label_values("tag", "Tag", 'label_values(sms_up{job=~"$job", instance=~"$instance"}, tag)'),
     ]
 
@@ -231,37 +243,33 @@ def build() -> dict[str, Any]:
         .with_panel(
             share_gauge(
                 2,
-                "Not delivered share",
-                f"tag:sms_not_delivered:ratio{{{SEL}}}",
-                "Share of Not delivered among the messages of each tag that have a delivery "
-                "report. Orange and red: the warning (10%) and critical (25%) alert thresholds.",
+                "Not delivered, last hour",
+                per_tag(f"tag:sms_not_delivered:ratio1h{{{SEL}}}"),
+                "Share of Not delivered among the delivery reports each tag received in the last "
+                "hour: what is happening now, whatever the tag's history. Orange and red: the "
+                "warning (10%, last hour) and critical (25%, last 15 minutes) alert thresholds. "
+                "No bar: no report in the last hour.",
                 NOT_DELIVERED_THRESHOLDS,
             )
         )
         .with_panel(
             share_gauge(
                 3,
-                "Delivered share",
-                f"tag:sms_delivered:ratio{{{SEL}}}",
-                "Share of Delivered among the messages of each tag that have a delivery report.",
+                "Delivered, last hour",
+                per_tag(f"tag:sms_delivered:ratio1h{{{SEL}}}"),
+                "Share of Delivered among the delivery reports each tag received in the last hour.",
                 ((None, "red"), (0.75, "orange"), (0.90, "green")),
             )
         )
         .with_panel(
-            per_tag_stat(
-                4,
-                "Waiting",
-                f"tag:sms_messages_waiting:sum{{{SEL}}}",
-                "Messages of each tag still waiting for their delivery report (reports can "
-                "take up to 48 hours).",
-            )
-        )
-        .with_panel(
-            per_tag_stat(
-                5,
-                "STOP opt-outs",
-                f"sum by (tag) (sms_stop_total{{{SEL}}})",
-                "Messages of each tag whose recipient replied STOP.",
+            share_gauge(
+                25,
+                "Not delivered, lifetime",
+                per_tag(f"tag:sms_not_delivered:ratio{{{SEL}}}"),
+                "Share of Not delivered among every message of the tag that has a report, since "
+                "the tag exists: a campaign's result. On a long-lived tag it moves slowly; the "
+                "alerts look at the recent shares.",
+                NOT_DELIVERED_THRESHOLDS,
             )
         )
         .with_panel(
@@ -269,30 +277,107 @@ def build() -> dict[str, Any]:
                 graph(
                     6,
                     "Not delivered share over time",
-                    f"tag:sms_not_delivered:ratio{{{SEL}}}",
-                    "{{tag}}",
-                    "Share of Not delivered among the messages with a report; the dashed lines "
-                    "are the alert thresholds.",
+                    per_tag(f"tag:sms_not_delivered:ratio15m{{{SEL}}}"),
+                    "{{tag}} last 15 min",
+                    "Share of Not delivered among the reports of the last 15 minutes (what the "
+                    "critical alert watches) and of the last hour (the warning); the dashed "
+                    "lines are the alert thresholds. A gap: no report in the window.",
                     unit="percentunit",
+                ).with_target(
+                    query(
+                        per_tag(f"tag:sms_not_delivered:ratio1h{{{SEL}}}"),
+                        "{{tag}} last hour",
+                        ref="B",
+                    )
                 ),
                 *NOT_DELIVERED_THRESHOLDS,
             )
         )
         .with_panel(
             graph(
+                26,
+                "Delivery reports per minute",
+                per_tag(f"tag:sms_messages_final:delta15m{{{SEL}}}") + " / 15",
+                "{{tag}}",
+                "Final delivery reports each tag received per minute (over the last 15 "
+                "minutes): the volume behind the shares. The alerts need 50 reports in their "
+                "window.",
+            )
+        )
+        .with_panel(
+            per_tag_stat(
+                4,
+                "Waiting",
+                per_tag(f"tag:sms_messages_waiting:sum{{{SEL}}}"),
+                "Messages of each tag still waiting for their delivery report (reports can "
+                "take up to 48 hours; some never come).",
+            )
+        )
+        .with_panel(
+            per_tag_stat(
+                5,
+                "STOP opt-outs",
+                per_tag(f"sms_stop_total{{{SEL}}}"),
+                "Messages of each tag whose recipient replied STOP.",
+            )
+        )
+        .with_panel(
+            graph(
                 7,
                 "Messages by status",
-                f"sum by (tag, status) (sms_status_total{{{SEL}}})",
+                per_tag(f"sms_status_total{{{SEL}}}", by="tag, status"),
                 "{{tag}} {{status}}",
                 "Messages of each tag in each delivery status, stacked.",
                 stacked=True,
+                span=16,
+            )
+        )
+        .with_panel(
+            heatmap.Panel()
+            .id(27)
+            .title("Waiting messages by time since sending")
+            .description(
+                "How long ago the messages still Waiting for their report were sent, over the "
+                "selected tags (the sms_waiting_age_seconds buckets: up to 1 min, 5 min ... "
+                "48 h, and older or of unknown date). Reports take seconds: a band that fills "
+                "above 30 min means reports stopped coming."
+            )
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    "sum by (le) ("
+                    + per_tag(f"sms_waiting_age_seconds_bucket{{{SEL}}}", by="tag, le")
+                    + ")",
+                    "{{le}}",
+                ).format(prom_model.PromQueryFormat.HEATMAP)
+            )
+            .calculate(False)
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            dashed(
+                graph(
+                    28,
+                    "Recent messages still Waiting",
+                    per_tag(f"tag:sms_waiting_30m_3h:ratio{{{SEL}}}"),
+                    "{{tag}}",
+                    "Share of the messages sent 30 minutes to 3 hours ago that are still "
+                    "Waiting for their report; the dashed line is the 20% of the "
+                    "SmsMessagesStuckWaiting alert (which also needs 50 such messages). Empty "
+                    "for a tag Prometheus has known for less than 3 hours (unless it started "
+                    "with its first reports).",
+                    unit="percentunit",
+                ),
+                (None, "green"),
+                (STUCK_SHARE, "orange"),
             )
         )
         .with_panel(
             graph(
                 8,
                 "Waiting over time",
-                f"tag:sms_messages_waiting:sum{{{SEL}}}",
+                per_tag(f"tag:sms_messages_waiting:sum{{{SEL}}}"),
                 "{{tag}}",
                 "Messages still Waiting for their delivery report (reports can take up to 48 "
                 "hours).",
@@ -302,33 +387,29 @@ def build() -> dict[str, Any]:
             graph(
                 9,
                 "STOP opt-outs over time",
-                f"sum by (tag) (sms_stop_total{{{SEL}}})",
+                per_tag(f"sms_stop_total{{{SEL}}}"),
                 "{{tag}}",
                 "Messages of each tag whose recipient replied STOP.",
             )
         )
         .with_panel(
-            dashed(
-                graph(
-                    17,
-                    "Oldest Waiting message",
-                    f"time() - sms_oldest_waiting_timestamp_seconds{{{SEL}}}",
-                    "{{tag}}",
-                    "How long ago the oldest message of each tag still Waiting for its report "
-                    "was sent (its `date`, which for a Waiting message is the send time); no "
-                    "line when nothing waits. The dashed line is the 6 h threshold of the "
-                    "SmsMessagesStuckWaiting alert (which also needs 20% of the tag Waiting).",
-                    unit="s",
-                ),
-                (None, "green"),
-                (STUCK_WAITING_SECONDS, "orange"),
+            graph(
+                17,
+                "Oldest Waiting message",
+                per_tag(f"time() - sms_oldest_waiting_timestamp_seconds{{{SEL}}}"),
+                "{{tag}}",
+                "How long ago the oldest message of each tag still Waiting for its report "
+                "was sent (its `date`, which for a Waiting message is the send time); no "
+                "line when nothing waits. On a long-lived tag it is usually a message that "
+                "will never get a report: the stuck alert looks at recent messages instead.",
+                unit="s",
             )
         )
         .with_panel(
             graph(
                 18,
                 "Time since last send or report",
-                f"time() - sms_last_status_timestamp_seconds{{{SEL}}}",
+                per_tag(f"time() - sms_last_status_timestamp_seconds{{{SEL}}}"),
                 "{{tag}}",
                 "How long ago each tag's newest `date` was: its latest send or delivery report. "
                 "Growing steadily: the campaign is over (or nothing reaches SMS Partner).",
@@ -352,14 +433,17 @@ def build() -> dict[str, Any]:
             account_stat(
                 22,
                 "Hours of credit left",
-                f"clamp_max(\n  (sms_account_credits{{{ACCOUNT_SEL}}}\n"
-                f"    / -(deriv(sms_account_credits{{{ACCOUNT_SEL}}}[6h]) < 0)) / 3600\n"
-                f"  or (sms_account_credits{{{ACCOUNT_SEL}}} > 0) * 1e9,\n"
-                f"  {CREDIT_HOURS_CAP}\n)",
+                f"clamp_min(clamp_max(\n"
+                f"  sms_account_credits{{{ACCOUNT_SEL}}}\n"
+                f"    / (account:sms_account_credits_spent:rate6h{{{ACCOUNT_SEL}}} > 0) / 3600\n"
+                f"  or (sms_account_credits{{{ACCOUNT_SEL}}} > 0) * 0 + {CREDIT_HOURS_CAP}\n"
+                f"  or sms_account_credits{{{ACCOUNT_SEL}}} * 0,\n"
+                f"  {CREDIT_HOURS_CAP}\n), 0)",
                 "{{kind}}",
-                "How long each kind of credit lasts at the spending rate of the last 6 hours. "
-                'Red below 24 h: the SmsAccountCreditRunningOut alert. "Not being spent": '
-                "the credit did not fall over 6 hours (or lasts more than a year).",
+                "How long each kind of credit lasts at the spending rate of the last 6 hours "
+                "(top-ups left out). Red below 24 h: the SmsAccountCreditRunningOut alert; 0 "
+                'when none is left (SmsAccountCreditExhausted). "Not being spent": the credit '
+                "did not fall over 6 hours (or lasts more than a year).",
             )
             .unit("h")
             .decimals(1)

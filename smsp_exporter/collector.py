@@ -7,10 +7,17 @@ prometheus-client registry (see docs/configuration.md, "Use as a library").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -26,10 +33,32 @@ scrape_timeout: ContextVar[float | None] = ContextVar("scrape_timeout", default=
 DOCUMENTED_STATUSES = ("Delivered", "Not delivered", "Waiting")
 # Error reasons exported at 0 from the start, so that rate() and increase() work at once.
 COMMON_ERROR_REASONS = ("timeout", "connection", "invalid_response")
+# Upper bounds (seconds since sending) of sms_waiting_age_seconds: reports take seconds on
+# average and 48 h at most. 1800 and 10800 bound the band SmsMessagesStuckWaiting looks at
+# (deploy/prometheus/rules): change them together.
+WAITING_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 10800, 21600, 86400, 172800)
 
 
-def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
-    """The metric families describing one snapshot."""
+def waiting_age_buckets(
+    dates: Sequence[int], unknown: int, now: float
+) -> tuple[list[tuple[str, float]], float]:
+    """The cumulative buckets (Waiting messages sent at most `le` seconds before `now`) and
+    the sum of their ages, from the sorted send dates of the Waiting messages. A message whose
+    date is unknown is only in the +Inf bucket (and not in the sum); one dated in the future
+    (clock skew) is in every bucket, its age negative."""
+    known = len(dates)
+    buckets = [
+        (str(bound), float(known - bisect_left(dates, now - bound)))
+        for bound in WAITING_AGE_BUCKETS
+    ]
+    buckets.append(("+Inf", float(known + unknown)))
+    return buckets, known * now - float(sum(dates))
+
+
+def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = None) -> list[Metric]:
+    """The metric families describing one snapshot (ages of Waiting messages as of `now`, by
+    default the time of the call)."""
+    now = time.time() if now is None else now
     note = " (cached: refreshed in the background)" if cached else ""
     status = GaugeMetricFamily(
         "sms_status_total",
@@ -90,6 +119,13 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         "messages without a readable date are left out (sms_unreadable_fields)" + note,
         labels=["tag"],
     )
+    waiting_age = GaugeHistogramMetricFamily(
+        "sms_waiting_age_seconds",
+        "Messages of the tag still Waiting for a delivery report, by seconds since they were "
+        "sent (bucket le: sent at most le seconds ago; +Inf also counts those of unknown "
+        "date)" + note,
+        labels=["tag"],
+    )
     # A gauge, not a counter of rounds: exact when a collection reuses pages read before.
     unreadable = GaugeMetricFamily(
         "sms_unreadable_fields",
@@ -119,6 +155,10 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
                 oldest_waiting.add_metric([tag], float(counts.oldest_waiting))
             if counts.newest is not None:
                 newest.add_metric([tag], float(counts.newest))
+            buckets, age_sum = waiting_age_buckets(
+                counts.waiting_dates, counts.waiting_unknown, now
+            )
+            waiting_age.add_metric([tag], buckets, age_sum)
             for name in UNREADABLE_FIELDS:
                 unreadable.add_metric([tag, name], float(counts.unreadable.get(name, 0)))
         for reason in COMMON_ERROR_REASONS:
@@ -148,6 +188,7 @@ def families(snapshot: Snapshot, *, cached: bool = False) -> list[Metric]:
         truncations,
         oldest_waiting,
         newest,
+        waiting_age,
         unreadable,
     ]
     _label_templates(per_tag, snapshot)

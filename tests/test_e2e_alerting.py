@@ -1,29 +1,32 @@
 """End to end: simulator -> exporter -> a real Prometheus (with the repo's rules) -> a real
 Alertmanager (with the repo's routes and inhibitions) -> a webhook receiver run by this test.
 
-One campaign's Not delivered share is driven over the thresholds; the critical alert must
-reach the critical receiver with the right labels, the warning must be inhibited, the healthy
-campaign must raise nothing, and the alert must resolve once the campaign recovers. In the same
-run, every query of every dashboard panel must return data (the exporter reads the account's
-credit, and every tag has a few messages that stay Waiting).
+Long-lived tags, as people use them: tens of thousands of messages each, a few percent Not
+delivered, new messages arriving all the time (the test appends them to the simulator's static
+message lists). When the new messages of one tag start failing, its critical Not-delivered
+alert must reach the critical receiver with the right labels, the warning must be inhibited, a
+healthy long-lived tag and a finished campaign with a bad lifetime share must raise nothing, and
+the alert must resolve once the new messages are delivered again. When the new messages of
+another tag stop getting reports, the stuck alert must reach the warning receiver, while a tag
+with only old never-reported messages raises nothing. In the same run, every query of every
+dashboard panel must return data (the exporter reads the account's credit too).
 
 What is not verbatim, and why: the alert rules are loaded from a copy whose `for:` durations
 are divided by 60 (15m -> 15s), and the Alertmanager config from a copy with short group
 timers and receivers pointed at this test's webhook. The test asserts the copies differ from
-the repo's files in nothing else. The `for:` semantics themselves are unit-tested at full length
-by promtool (tests/test_prometheus_rules.py).
+the repo's files in nothing else. The recent windows (15 m, 1 h, 3 h) are not scaled: the whole
+run fits in them. The `for:` semantics themselves are unit-tested at full length by promtool
+(tests/test_prometheus_rules.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import re
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +37,7 @@ import requests
 import yaml
 
 from smsp_exporter.config import AccountConfig
-from smsp_exporter.simulator import Simulator, TagSpec
+from smsp_exporter.simulator import Message, Simulator
 
 from .helpers import API_KEY, free_port, make_config, serve
 from .monitoring import (
@@ -43,53 +46,95 @@ from .monitoring import (
     PROMETHEUS_YML,
     RECORDING_RULES,
     RULE_FILES,
+    PromAPI,
     binary,
     load_dashboard,
     panels,
+    process,
     substitute,
+    wait_for,
 )
 
 JOB = "smsp-exporter"
 FOR_SCALE = 60  # the copy's `for:` are the repo's divided by this
-HEALTHY = TagSpec("healthy", 200, delivered=0.96, not_delivered=0.03, stop=0.05, send_spread=0)
-FAILING = TagSpec("failing", 200, delivered=0.40, not_delivered=0.59, stop=0.05, send_spread=0)
-RECOVERED = TagSpec("failing", 200, delivered=0.97, not_delivered=0.02, stop=0.05, send_spread=0)
-ALL_REPORTS_IN = 3 * 86400.0  # simulated time past the 48 h cap on report delays
+TICK = 0.5  # seconds between two batches of new messages
+BATCH = 40  # new messages per tag and batch
+DAYS_AGO = 5 * 86400
+TAGS = ("otp", "healthy", "campaign", "stall", "residue")
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(requests.RequestException):
-            result = check()
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
+class LongLivedTags:
+    """The simulator's tags as static message lists that grow by a batch every TICK, from a
+    thread; `mode[tag]` says what the next batches are. Dates are wall-clock Unix times (the
+    exporter ages Waiting messages against its own clock): a report is dated when it arrives,
+    a Waiting message when it was sent.
 
+    - otp: 20,000 old messages (96% Delivered, 3% Not delivered, 1% Waiting for days: never
+      reported); healthy: the same with 10,000; batches "healthy" (39 Delivered, 1 Not
+      delivered), "failing" (16 and 24), "recovered" (400 Delivered).
+    - campaign: a finished campaign, 5,000 old messages, 30% Not delivered; no batch.
+    - stall: a tag that started with the monitoring: 300 old messages never reported, then
+      batches "healthy", or "stalled" (Waiting, sent 45 minutes ago: no report came).
+    - residue: 5,000 old messages with 1% never reported; no batch.
+    """
 
-@contextlib.contextmanager
-def process(args: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.lists: dict[str, list[Message]] = {tag: [] for tag in TAGS}
+        self.mode = {"otp": "healthy", "healthy": "healthy", "stall": "healthy"}
+        self.stop = threading.Event()
+        old = time.time() - DAYS_AGO
+        for tag, size in (("otp", 20_000), ("healthy", 10_000), ("residue", 5_000)):
+            self.add(tag, size * 96 // 100, "Delivered", old)
+            self.add(tag, size * 3 // 100, "Not delivered", old)
+            self.add(tag, size // 100, "Waiting", old)
+        self.add("campaign", 3_500, "Delivered", old)
+        self.add("campaign", 1_500, "Not delivered", old)
+        self.add("stall", 300, "Waiting", old)
+        for tag in TAGS:
+            self.publish(tag)
+        self.thread = threading.Thread(target=self.run, daemon=True)
 
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"{args[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            return requests.get(ready_url, timeout=2).status_code == 200
+    def add(self, tag: str, count: int, status: str, date: float) -> None:
+        messages = self.lists[tag]
+        start = len(messages)
+        messages.extend(
+            Message(phone=f"+336{i:08d}", status=status, stop=False, date=int(date))
+            for i in range(start, start + count)
+        )
 
-        wait_for(f"{args[0]} to be ready", ready, timeout=30)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    def publish(self, tag: str) -> None:
+        self.sim.set_messages(tag, self.lists[tag])
+
+    def batch(self, tag: str, mode: str) -> None:
+        now = time.time()
+        if mode == "healthy":
+            self.add(tag, BATCH - 1, "Delivered", now)
+            self.add(tag, 1, "Not delivered", now)
+        elif mode == "failing":
+            self.add(tag, 16, "Delivered", now)
+            self.add(tag, 24, "Not delivered", now)
+        elif mode == "recovered":
+            self.add(tag, 10 * BATCH, "Delivered", now)
+        elif mode == "stalled":
+            self.add(tag, BATCH, "Waiting", now - 45 * 60)
+        self.publish(tag)
+
+    def run(self) -> None:
+        while not self.stop.wait(TICK):
+            for tag, mode in list(self.mode.items()):
+                self.batch(tag, mode)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def __enter__(self) -> LongLivedTags:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
 
 
 class Webhook:
@@ -197,43 +242,21 @@ def prometheus_config(path: Path, exporter: str, alertmanager: str, alert_rules:
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
     (job,) = config["scrape_configs"]
     assert job["job_name"] == JOB
-    job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [exporter]}])
+    # 2 s to read the tags: whole reads of tens of thousands of messages on a loaded machine.
+    job.update(scrape_interval="2s", scrape_timeout="2s", static_configs=[{"targets": [exporter]}])
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return str(path)
-
-
-class PromAPI:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = answer.json()
-        assert body["status"] == "success", (expr, body)
-        return body["data"]["result"]
-
-    def series(self, match: str) -> list[dict[str, str]]:
-        answer = requests.get(f"{self.url}/api/v1/series", params={"match[]": match}, timeout=10)
-        body = answer.json()
-        assert body["status"] == "success", (match, body)
-        return body["data"]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return requests.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
 
 
 @pytest.fixture
 def stack(tmp_path) -> Iterator[dict[str, Any]]:
     """Simulator, exporter, webhook, Alertmanager and Prometheus, all on loopback."""
-    sim = Simulator(api_key=API_KEY, page_size=100, seed=11).start()
+    # One page per tag (whole reads are cheap), and credit for the whole run.
+    sim = Simulator(api_key=API_KEY, page_size=100_000, seed=11, credits_sms=10**9).start()
     try:
-        sim.freeze(at=ALL_REPORTS_IN)
-        sim.add_tag(HEALTHY)
-        sim.add_tag(RECOVERED)  # "failing" starts healthy
-        config = replace(
-            make_config(sim, [HEALTHY.name, FAILING.name]), account=AccountConfig(enabled=True)
-        )
-        with serve(config) as exporter_url, Webhook() as webhook:
+        tags = LongLivedTags(sim)
+        config = replace(make_config(sim, TAGS), account=AccountConfig(enabled=True))
+        with serve(config) as exporter_url, Webhook() as webhook, tags:
             am_port, prom_port = free_port(), free_port()
             am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
             alertmanager = [
@@ -261,7 +284,7 @@ def stack(tmp_path) -> Iterator[dict[str, Any]]:
                 process(prometheus, tmp_path / "prometheus.log", f"{prom_url}/-/ready"),
             ):
                 yield {
-                    "sim": sim,
+                    "tags": tags,
                     "prom": PromAPI(prom_url),
                     "am_url": am_url,
                     "webhook": webhook,
@@ -276,7 +299,7 @@ def check_dashboard_queries(prom: PromAPI, instance: str) -> None:
     board = load_dashboard()
     # A selected value is regex-escaped, then escaped for a PromQL string, as Grafana does.
     escaped = re.escape(instance).replace("\\", "\\\\")
-    values = {"job": JOB, "instance": escaped, "tag": "healthy|failing"}
+    values = {"job": JOB, "instance": escaped, "tag": "|".join(TAGS)}
     for variable in board["templating"]["list"]:
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable.get("query", ""))
         if variable["type"] == "query":
@@ -289,39 +312,54 @@ def check_dashboard_queries(prom: PromAPI, instance: str) -> None:
             assert prom.query(expr), f"panel {panel['title']!r} would show No data: {expr}"
 
 
-def test_not_delivered_alert_reaches_the_receiver(stack):
-    prom, webhook, sim = stack["prom"], stack["webhook"], stack["sim"]
-    # Three scrapes at least, so that rate() and increase() have data; then the dashboard.
+def firing(webhook: Webhook, alertname: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (receiver, alert)
+        for receiver, alert in webhook.alerts()
+        if alert["labels"]["alertname"] == alertname and alert["status"] == "firing"
+    ]
+
+
+def test_long_lived_tags_alert_on_what_happens_now(stack):
+    prom, webhook, tags = stack["prom"], stack["webhook"], stack["tags"]
+    # Prometheus sees the "stall" tag before it has any report (it started with the
+    # monitoring); then new messages arrive.
+    wait_for("a first scrape", lambda: len(prom.query("tag:sms_messages_final:sum")) == len(TAGS))
+    tags.start()
+    # A few scrapes so that delta() has data; then the dashboard, before anything fails.
     wait_for(
-        "3 scrapes and the recording rules",
+        "3 scrapes and the recent recording rules",
         lambda: (
             prom.query(f'count_over_time(up{{job="{JOB}"}}[1m]) >= 3')
-            and len(prom.query("tag:sms_not_delivered:ratio")) == 2
+            and len(prom.query("tag:sms_not_delivered:ratio15m")) == 3
+            and prom.query("tag:sms_waiting_30m_3h:ratio")
         ),
     )
     check_dashboard_queries(prom, stack["instance"])
+    # The finished campaign's lifetime share is over the critical threshold: the old
+    # lifetime alerts would page for it.
+    (campaign,) = prom.query('tag:sms_not_delivered:ratio{tag="campaign"}')
+    assert float(campaign["value"][1]) == 0.3
 
-    sim.add_tag(FAILING)
-    critical = wait_for(
+    tags.mode["otp"] = "failing"
+    tags.mode["stall"] = "stalled"
+    (receiver, alert), *_ = wait_for(
         "the critical alert at the webhook",
-        lambda: [
-            (receiver, alert)
-            for receiver, alert in webhook.alerts()
-            if alert["labels"]["alertname"] == "SmsNotDeliveredShareCritical"
-            and alert["status"] == "firing"
-        ],
+        lambda: firing(webhook, "SmsNotDeliveredShareCritical"),
     )
-    receiver, alert = critical[0]
     assert receiver == "sms-critical"
     assert alert["labels"] == {
         "alertname": "SmsNotDeliveredShareCritical",
         "severity": "critical",
         "job": JOB,
         "instance": stack["instance"],
-        "tag": "failing",
+        "tag": "otp",
     }
-    assert alert["annotations"]["summary"].startswith("SMS tag failing: ")
-    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#smsnotdeliveredsharecritical"
+    assert alert["annotations"]["summary"].startswith("SMS tag otp: ")
+    assert alert["annotations"]["runbook_url"].endswith("#smsnotdeliveredsharecritical")
+    # Its lifetime share has hardly moved: 3% of 20,000 and a few batches.
+    (otp,) = prom.query('tag:sms_not_delivered:ratio{tag="otp"}')
+    assert float(otp["value"][1]) < 0.10
 
     # The warning fires later (longer `for:`) and is inhibited by the critical one.
     def warning_in_alertmanager() -> list[dict[str, Any]]:
@@ -329,21 +367,30 @@ def test_not_delivered_alert_reaches_the_receiver(stack):
         return [a for a in found if a["labels"]["alertname"] == "SmsNotDeliveredShareHigh"]
 
     (warning,) = wait_for("the warning in Alertmanager", warning_in_alertmanager)
-    assert warning["labels"]["tag"] == "failing"
+    assert warning["labels"]["tag"] == "otp"
     assert warning["status"]["state"] == "suppressed" and warning["status"]["inhibitedBy"]
 
-    # Nothing for the healthy tag, nor anything else, in Prometheus or at the webhook.
+    (receiver, stuck), *_ = wait_for(
+        "the stuck alert at the webhook", lambda: firing(webhook, "SmsMessagesStuckWaiting")
+    )
+    assert receiver == "sms-warning"
+    assert stuck["labels"]["tag"] == "stall"
+
+    # Nothing for the healthy tag, the finished campaign or the old unreported messages, nor
+    # anything else, in Prometheus or at the webhook.
     raised = {(a["labels"]["alertname"], a["labels"].get("tag")) for a in prom.alerts()}
     assert raised == {
-        ("SmsNotDeliveredShareCritical", "failing"),
-        ("SmsNotDeliveredShareHigh", "failing"),
+        ("SmsNotDeliveredShareCritical", "otp"),
+        ("SmsNotDeliveredShareHigh", "otp"),
+        ("SmsMessagesStuckWaiting", "stall"),
     }
     assert {(r, a["labels"]["alertname"]) for r, a in webhook.alerts()} == {
-        ("sms-critical", "SmsNotDeliveredShareCritical")
+        ("sms-critical", "SmsNotDeliveredShareCritical"),
+        ("sms-warning", "SmsMessagesStuckWaiting"),
     }
 
-    # The campaign recovers: the receiver is told the alert is resolved.
-    sim.add_tag(RECOVERED)
+    # The new messages are delivered again: the receiver is told the alert is resolved.
+    tags.mode["otp"] = "recovered"
     wait_for(
         "the resolved notification",
         lambda: any(
@@ -351,4 +398,5 @@ def test_not_delivered_alert_reaches_the_receiver(stack):
             for _, a in webhook.alerts()
         ),
     )
-    assert not [a for _, a in webhook.alerts() if a["labels"].get("tag") == "healthy"]
+    quiet = {"healthy", "campaign", "residue"}
+    assert not [a for _, a in webhook.alerts() if a["labels"].get("tag") in quiet]
