@@ -552,6 +552,62 @@ def build() -> dict[str, Any]:
                 span=8,
             )
         )
+        .with_panel(
+            graph(
+                41,
+                "Pages read and reused per second",
+                f"sum by (tag) (rate(sms_collection_pages_fetched_total{{{SEL}}}"
+                "[$__rate_interval]))",
+                "{{tag}} read",
+                "Incremental collection: pages of each tag asked from the API per second. A "
+                "steady tag asks for its new pages, the pages still waiting for reports and a "
+                "small audit; the rest is reused (see docs/api-reading.md).",
+                unit="reqps",
+                span=8,
+            ).with_target(
+                query(
+                    f"sum by (tag) (rate(sms_collection_pages_reused_total{{{SEL}}}"
+                    "[$__rate_interval]))",
+                    "{{tag}} reused",
+                ).ref_id("B")
+            )
+        )
+        .with_panel(
+            titled(
+                stat.Panel(),
+                42,
+                "Listing order and first read",
+                "Listing order detected per tag (unknown until the tag grows; whole: the listing "
+                "moves messages, so the tag is read whole) and how far its first complete read "
+                "is (100%: done; before, the tag exports no counts).",
+                query(
+                    f"max by (tag, order) (sms_collection_listing_order{{{SEL}}}) * on (tag) "
+                    f"group_left max by (tag) (sms_collection_first_read_ratio{{{SEL}}})",
+                    "{{tag}}: {{order}}",
+                    instant=True,
+                ),
+            )
+            .color_mode(common.BigValueColorMode.VALUE)
+            .graph_mode(common.BigValueGraphMode.NONE)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+            .reduce_options(last_value())
+            .unit("percentunit")
+            .span(8)
+            .height(8)
+        )
+        .with_panel(
+            graph(
+                43,
+                "Fallbacks to whole reads",
+                f"sum by (tag, reason) (increase(sms_collection_fallbacks_total{{{SEL}}}"
+                "[$__rate_interval])) or sum by (tag) "
+                f"(sms_collection_listing_order{{{SEL}}}) * 0",
+                "{{tag}} {{reason}}",
+                "Times a tag's page state was dropped and the tag read whole (a page read again "
+                "contradicted what was kept, messages removed, page size changed); 0 when none.",
+                span=8,
+            )
+        )
     )
     return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 

@@ -21,6 +21,8 @@ from . import __version__
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, lifecycle_disabled_route, reload_route
+from .statestore import StateFileError
+from .statestore import check as check_state_file
 from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config
@@ -178,6 +180,11 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
     if args.config_check:
         print(f"{config.source}: valid, {_tag_summary(config)}, mode {config.collection.mode}")
         return 0
+    try:
+        check_state_file(config.collection.state_file)
+    except StateFileError as err:
+        print(f"smsp-exporter: {err}", file=sys.stderr)
+        return 2
 
     if args.demo:
         demo_config = config

@@ -249,15 +249,18 @@ class SmsPartnerClient:
         self.transport.close()
 
     # -- one page -------------------------------------------------------------------------
-    def fetch_page(self, tag: str, page: int = 1, deadline: float | None = None) -> Page:
-        """GET one page, with safe retries; raise an :class:`UpstreamError` on failure."""
+    def fetch_page(
+        self, tag: str, page: int = 1, deadline: float | None = None, parse=parse_page
+    ) -> Page:
+        """GET one page, with safe retries; raise an :class:`UpstreamError` on failure.
+        ``parse`` turns the body into the page (incremental rounds keep the detail too)."""
         params: dict[str, str | int] = {"apiKey": self.api.key, "tag": tag}
         if page > 1:
             params["page"] = page
         attempt = 0
         while True:
             try:
-                return self._attempt(params, deadline)
+                return self._attempt(params, deadline, parse)
             except UpstreamError as err:
                 wait_for = self._retry_delay(err, attempt)
                 if wait_for is None:
@@ -286,10 +289,12 @@ class SmsPartnerClient:
             return backoff
         return None
 
-    def _attempt(self, params: Mapping[str, str | int], deadline: float | None) -> Page:
+    def _attempt(
+        self, params: Mapping[str, str | int], deadline: float | None, parse=parse_page
+    ) -> Page:
         status, body, retry_after_header = self._get(self.url, params, deadline)
         try:
-            return parse_page(body)
+            return parse(body)
         except UpstreamError as err:
             failure = detached(err)  # raised below, out of the frames that hold the body
         del body

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .account import account_families
+from .incremental import incremental_families
 from .parse import UNREADABLE_FIELDS
 from .snapshot import Snapshot, Source
 
@@ -189,6 +190,7 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
         oldest_waiting,
         newest,
         waiting_age,
+        *incremental_families(snapshot.tags),
         unreadable,
     ]
     _label_templates(per_tag, snapshot)

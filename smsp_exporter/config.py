@@ -17,6 +17,9 @@ file, or ``(yaml)`` for a YAML syntax error. No message ever contains the API ke
       interval: 60s
       min_interval: 0s
       keep_last_values: false
+      incremental: true      # re-read only the pages that can change (see incremental.py)
+      report_deadline: 48h   # a Waiting message older than this is final
+      state_file: /var/lib/smsp-exporter/state.db   # optional: page state across restarts
     tags:
       - montag
       - template: "relance-{date:%Y%m%d}"   # rolling tags, see tags.py
@@ -99,6 +102,10 @@ class CollectionConfig:
     interval: float = 60.0
     min_interval: float = 0.0
     keep_last_values: bool = False
+    # Incremental collection (see incremental.py): re-read only the pages that can change.
+    incremental: bool = True
+    report_deadline: float = 48 * 3600.0  # after this, a Waiting message gets no report
+    state_file: str | None = None  # SQLite file keeping the page state across restarts
 
 
 @dataclass(frozen=True)
@@ -386,7 +393,15 @@ _API_KEYS = (
     "retries",
     "max_response_bytes",
 )
-_COLLECTION_KEYS = ("mode", "interval", "min_interval", "keep_last_values")
+_COLLECTION_KEYS = (
+    "mode",
+    "interval",
+    "min_interval",
+    "keep_last_values",
+    "incremental",
+    "report_deadline",
+    "state_file",
+)
 _TEMPLATE_KEYS = ("template", "days", "timezone")
 _PROBE_KEYS = ("allowed_tags", "allowed_pattern")
 _ACCOUNT_KEYS = ("enabled",)
@@ -496,7 +511,19 @@ class _Builder:
                 data, "collection", "min_interval", defaults.min_interval, positive=False
             ),
             "keep_last_values": keep,
+            "incremental": self.boolean(data, "collection", "incremental", True),
+            "report_deadline": self.duration(
+                data, "collection", "report_deadline", defaults.report_deadline, positive=True
+            ),
+            "state_file": self.state_file(data.get("state_file")),
         }
+
+    def state_file(self, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail("collection.state_file", f"expected a file path, got {_describe(value)}")
+        return str(_absolute(value, self.base_dir))
 
     def tags(
         self, data: Mapping, *, probe_only: bool = False

@@ -12,15 +12,20 @@ This is also how to embed it in another Python process::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from .api import TagsApi
 from .client import SmsPartnerClient
 from .collector import SmsCollector
 from .config import Config
+from .incremental import IncrementalState
 from .probe import ProbeApp
 from .snapshot import BackgroundSource, Poller, ScrapeSource, Snapshot, Source
+from .statestore import StateFileError, open_store
 from .web import WSGIApp
+
+log = logging.getLogger(__name__)
 
 
 class _WithProbeRequests:
@@ -41,7 +46,8 @@ class Exporter:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.client = SmsPartnerClient(config.api)
-        self.poller = Poller(config, self.client)
+        self._owns_state = True
+        self.poller = Poller(config, self.client, self._state(config))
         self.background = config.collection.mode == "background"
         self.source: ScrapeSource | BackgroundSource
         if self.background:
@@ -53,6 +59,21 @@ class Exporter:
         self.collector = SmsCollector(counted, cached=self.background)
         self.tags_api = TagsApi(counted)
 
+    @staticmethod
+    def _state(config: Config) -> IncrementalState | None:
+        """The page state of incremental collection (None: whole reads), from the state file
+        if there is one."""
+        if not config.collection.incremental:
+            return None
+        path = config.collection.state_file
+        store = None
+        if path is not None:
+            try:
+                store = open_store(path)
+            except StateFileError as err:  # at run time (a reload): memory only, said once
+                log.error("%s: the page state is kept in memory only", err)
+        return IncrementalState(store)
+
     def routes(self) -> dict[str, WSGIApp]:
         """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
         return {"/probe": self.probe, "/api/v1/tags": self.tags_api}
@@ -60,13 +81,23 @@ class Exporter:
     def carry_over(self, old: Exporter) -> None:
         """Keep what ``old`` (the exporter of the configuration before a reload) knew and a
         reload must not lose: the last account reading (and its error counters), when both
-        read the same account."""
+        read the same account; the page state of the tags (see below)."""
         same_account = (old.config.api.url, old.config.api.key) == (
             self.config.api.url,
             self.config.api.key,
         )
         if same_account and self.poller.account is not None and old.poller.account is not None:
             self.poller.account.carry_from(old.poller.account)
+        # The page state of incremental collection, when both keep it in the same place (the
+        # same state file, or memory): the tags that stay go on from where they were.
+        mine, kept = self.poller.incremental, old.poller.incremental
+        if mine is not None and kept is not None and old._owns_state:
+            path = mine.store.path if mine.store is not None else None
+            if (kept.store.path if kept.store is not None else None) == path:
+                if mine.store is not None:
+                    mine.store.close()
+                self.poller.share_incremental(kept)
+                old._owns_state = False
 
     def start(self) -> Exporter:
         """Start the background refresher, if the mode has one."""
@@ -87,6 +118,9 @@ class Exporter:
         if isinstance(self.source, BackgroundSource):
             self.source.stop()
         self.poller.close()
+        shared = self.poller.incremental
+        if self._owns_state and shared is not None and shared.store is not None:
+            shared.store.close()
 
     def __enter__(self) -> Exporter:
         return self.start()

@@ -115,9 +115,14 @@ class ProbeApp:
         if config.api.max_requests_per_second > 0:
             rate = config.api.max_requests_per_second * share
             self.client.limiter = _ShareLimiter(client.limiter, rate, self._closed)  # type: ignore[assignment]
-        # Its own state: no static tag, no template, no account reading.
+        # Its own state: no static tag, no template, no account reading; whole reads (a probe
+        # answers at once, never with a first read still going on).
+        collection = replace(config.collection, incremental=False, state_file=None)
         self.poller = Poller(
-            replace(config, tags=(), tag_templates=(), account=AccountConfig()), self.client
+            replace(
+                config, tags=(), tag_templates=(), account=AccountConfig(), collection=collection
+            ),
+            self.client,
         )
         self.max_tags = max_tags
         self._recent: OrderedDict[str, None] = OrderedDict()  # least recently probed first

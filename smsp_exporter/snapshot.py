@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from .bounds import bounded_result
 from .client import SmsPartnerClient, TagCounts
 from .config import Config
 from .errors import UpstreamError
+from .incremental import IncrementalReader, IncrementalState, Progress, RoundInfo
 from .tags import expand_tags
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class TagState:
     errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     truncations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     template: str | None = None  # the tag template this tag was expanded from
+    incremental: RoundInfo | None = None  # how the round read it (None: whole reads only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +77,20 @@ class Poller:
     The tags of a round are the static ones plus the templates' expansion at the round's start;
     what is kept of an expanded tag is dropped once it leaves its template's window."""
 
-    def __init__(self, config: Config, client: SmsPartnerClient) -> None:
+    def __init__(
+        self, config: Config, client: SmsPartnerClient, shared: IncrementalState | None = None
+    ) -> None:
         self.config = config
         self.client = client
+        # Incremental collection: the per-page state (``shared`` is a previous exporter's, kept
+        # across a reload), read through an IncrementalReader; None reads every page each round.
+        self.incremental: IncrementalState | None = None
+        self.reader: IncrementalReader | None = None
+        if config.collection.incremental:
+            self.incremental = shared if shared is not None else IncrementalState()
+            self.reader = IncrementalReader(
+                client, self.incremental, config.collection.report_deadline
+            )
         self._errors: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
         self._truncations: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
         self._last_good: dict[str, TagCounts] = {}
@@ -86,6 +99,12 @@ class Poller:
         self._fold_lock = threading.Lock()  # /probe folds from several threads at once
         self._unreadable_told: set[tuple[str, str]] = set()  # (tag, field) already logged
         self.latest: Snapshot | None = None
+
+    def share_incremental(self, shared: IncrementalState) -> None:
+        """Go on with ``shared``, another poller's page state (a reload keeps it)."""
+        if self.reader is not None:
+            self.incremental = shared
+            self.reader.shared = shared
 
     def round_tags(self, now: float | None = None) -> dict[str, str | None]:
         """This round's tags, each mapped to its template (None for a static tag)."""
@@ -100,6 +119,8 @@ class Poller:
         states = self.collect(tags, deadline)
         for gone in set(self._errors) - set(tags):
             self._forget(gone)
+        if self.incremental is not None:
+            self.incremental.save(tags)
         account_state = None
         if self.account is not None and account is not None:
             account_state = self.account.finish(account, deadline)
@@ -117,33 +138,51 @@ class Poller:
         """Collect ``tags`` (tag -> template) now and fold the results in."""
         started = time.monotonic()
         durations: dict[str, float] = {}
-        results = self.client.fetch_tags(tags, deadline, durations)
+        infos: Mapping[str, RoundInfo] = {}
+        results: Mapping[str, TagCounts | UpstreamError | Progress]
+        if self.reader is not None:
+            results, infos = self.reader.fetch_tags(tags, deadline, durations)
+        else:
+            results = self.client.fetch_tags(tags, deadline, durations)
         duration = time.monotonic() - started  # for a tag that never started: the round's
         now = time.time()
         with self._fold_lock:
             return tuple(
-                self._fold(tag, results[tag], durations.get(tag, duration), now, template)
+                self._with_info(
+                    self._fold(tag, results[tag], durations.get(tag, duration), now, template),
+                    infos.get(tag),
+                )
                 for tag, template in tags.items()
             )
+
+    @staticmethod
+    def _with_info(state: TagState, info: RoundInfo | None) -> TagState:
+        return state if info is None else replace(state, incremental=info)
 
     def _forget(self, tag: str) -> None:
         with self._fold_lock:
             for kept in (self._errors, self._truncations, self._last_good, self._last_success):
                 kept.pop(tag, None)
             self._unreadable_told -= {told for told in self._unreadable_told if told[0] == tag}
+        if self.incremental is not None:
+            self.incremental.forget(tag)
 
     def _fold(
         self,
         tag: str,
-        result: TagCounts | UpstreamError,
+        result: TagCounts | UpstreamError | Progress,
         duration: float,
         now: float,
         template: str | None = None,
     ) -> TagState:
         errors = self._errors.setdefault(tag, {})
         truncations = self._truncations.setdefault(tag, {})
-        result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
-        if isinstance(result, UpstreamError):
+        if not isinstance(result, Progress):
+            result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
+        if isinstance(result, Progress):
+            # A first read still going on: collected fine so far, but no counts to show.
+            counts, up, error = None, True, None
+        elif isinstance(result, UpstreamError):
             errors[result.reason] = errors.get(result.reason, 0) + 1
             log.warning(
                 "collecting tag failed: %s",

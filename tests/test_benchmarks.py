@@ -28,6 +28,9 @@ def test_quick_benchmark_produces_every_figure(tmp_path):
         "memory_mb",
         "serving_render",
         "scrape_connections",
+        "incremental_vs_changeable",
+        "incremental_vs_whole",
+        "incremental_restart",
     } <= set(figures)
     for key, fig in figures.items():
         assert math.isfinite(fig["value"]), key

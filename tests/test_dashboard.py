@@ -115,6 +115,11 @@ def test_panels_cover_what_operators_ask_for():
         "sms_waiting_age_seconds_bucket",
         "tag:sms_waiting_30m_3h:ratio",
         "account:sms_account_credits_spent:rate6h",
+        "sms_collection_pages_fetched_total",
+        "sms_collection_pages_reused_total",
+        "sms_collection_listing_order",
+        "sms_collection_first_read_ratio",
+        "sms_collection_fallbacks_total",
     ):
         assert needed in exprs
 

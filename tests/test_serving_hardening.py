@@ -386,7 +386,9 @@ def test_scrapes_as_patient_as_the_round_share_it_and_a_more_patient_one_gets_th
         # A fresh source (nothing remembered): a 1 s scrape starts a round too short for the
         # tag; a 10 s scrape joining it waits for the next one, which has 9 s.
     sim.reset_stats()
-    with serve(make_config(sim, ["t1"], concurrency=1)) as url:
+    # Whole reads: an incremental first read cut short is progress (sms_up 1), not a failure.
+    whole = {"incremental": False}
+    with serve(make_config(sim, ["t1"], concurrency=1, collection=whole)) as url:
         results.clear()
         mixed = [
             threading.Thread(target=scrape, args=("1", 0.0)),

@@ -750,3 +750,23 @@ def test_command_line_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_long_lived_tags_and_listing_orders():
+    from smsp_exporter.simulator import LISTING_ORDERS
+
+    listings = {}
+    for order in LISTING_ORDERS:
+        spec = TagSpec("otp", 50, rate=1.0, start=-40, order=order, report_delay=5)
+        with Simulator(tags=[spec], page_size=100) as s:
+            s.freeze(at=0)
+            doc = requests.get(
+                f"{s.url}/bulk-status-by-tag", params={"apiKey": s.api_key, "tag": "otp"}, timeout=5
+            ).json()
+            assert doc["total"] == 41 == s.expected("otp")["total"]  # sent at -40..0
+            listings[order] = doc["StatutResponse_List"]
+    assert listings["newest"] == listings["oldest"][::-1]
+    dates = [int(m["date"]) for m in listings["report"]]
+    assert dates == sorted(dates, reverse=True)
+    assert [int(m["date"]) for m in listings["report-oldest"]] == sorted(dates)
+    assert sorted(map(str, listings["report"])) == sorted(map(str, listings["oldest"]))
