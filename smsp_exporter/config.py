@@ -113,7 +113,7 @@ class ApiConfig:
     ] = 5.0
     max_pages: Annotated[int, Meta(ge=1)] = 1000
     retries: Annotated[int, Meta(ge=0, le=10)] = 2
-    # Bytes of one answer, after decompression (see README, "Failure behaviour").
+    # Bytes of one answer, after decompression (see docs/failure-modes.md).
     max_response_bytes: ByteSize = 8 * 1024 * 1024
 
 

@@ -26,9 +26,10 @@ from smsp_exporter.config import (
 )
 from smsp_exporter.schema import convert
 
+from .helpers import BAD_CONFIGS, expected_key
+
 KEY = "sk-LEAKCANARY-cfg-5e1d7a90b3"
 ROOT = Path(__file__).parent.parent
-BAD_CONFIGS = sorted((Path(__file__).parent / "configs" / "bad").glob("*.yaml"))
 NO_ENV: dict[str, str] = {}
 
 
@@ -912,13 +913,6 @@ def test_tag_with_a_newline_gives_a_one_line_error():
 
 # --------------------------------------------------------------------------------------------
 # The corpus of broken files (shared with the command-line tests)
-
-
-def expected_key(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
-    match = re.match(r"#\s*expect:\s*(\S.*?)\s*$", first)
-    assert match, f"{path.name} lacks its '# expect: KEY' first line"
-    return match.group(1)
 
 
 def test_the_corpus_is_there():

@@ -12,7 +12,7 @@ import trustme
 
 from smsp_exporter.webconfig import WebConfigError, load_web_config
 
-from .conftest import require_tool
+from .helpers import require_tool
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "web-config.example.yml"
 
