@@ -796,29 +796,39 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
         view = view[sent:]
 
 
-def _run(app: WSGIApplication, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Run a WSGI application to completion: status, headers and the whole body."""
+def run_to_completion(
+    app: WSGIApplication, environ: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run a WSGI application to completion: status, headers and the whole body. Its errors
+    are raised (the caller decides on the answer)."""
     captured: dict[str, Any] = {}
     chunks: list[bytes] = []
 
     def start_response(
         status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], object]:
-        # Nothing is sent before the application returns: a second call replaces the first.
+        # Nothing is sent before the application returns, so a second call (with exc_info)
+        # just replaces the first one, as PEP 3333 allows.
         captured["status"], captured["headers"] = status, list(headers)
         return chunks.append
 
+    result = app(environ, start_response)
     try:
-        result = app(environ, start_response)
-        try:
-            for chunk in result:
-                chunks.append(chunk)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        if "status" not in captured:
-            raise RuntimeError("the WSGI application did not call start_response")
+        for chunk in result:
+            chunks.append(chunk)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if "status" not in captured:
+        raise RuntimeError("the WSGI application did not call start_response")
+    return captured["status"], captured["headers"], b"".join(chunks)
+
+
+def _run(app: WSGIApplication, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """:func:`run_to_completion`, with any error answered 500 (and logged)."""
+    try:
+        return run_to_completion(app, environ)
     except Exception:
         log.error("error while serving an HTTP request", exc_info=sys.exc_info())
         status = HTTPStatus.INTERNAL_SERVER_ERROR
@@ -827,7 +837,6 @@ def _run(app: WSGIApplication, environ: dict[str, Any]) -> tuple[str, list[tuple
             [("Content-Type", "text/plain; charset=utf-8")],
             b"internal server error\n",
         )
-    return captured["status"], captured["headers"], b"".join(chunks)
 
 
 def is_unusable_address(err: OSError) -> bool:

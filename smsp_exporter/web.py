@@ -31,7 +31,13 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from .collector import scrape_timeout
-from .httpd import REFUSAL_REASONS, HTTPServer, Limits, is_unusable_address
+from .httpd import (
+    REFUSAL_REASONS,
+    HTTPServer,
+    Limits,
+    is_unusable_address,
+    run_to_completion,
+)
 from .webconfig import AuthResult, BasicAuth, WebConfig, ssl_context
 
 __all__ = [
@@ -146,31 +152,7 @@ def _listen_error(address: str, err: OSError) -> OSError:
 
 def _call(app: WSGIApplication, environ: WSGIEnvironment) -> Response:
     """Run a WSGI app to completion: status, headers and the whole body."""
-    captured: dict[str, Any] = {}
-    chunks: list[bytes] = []
-
-    def start_response(
-        status: str,
-        headers: list[tuple[str, str]],
-        exc_info: Any = None,
-    ) -> Callable[[bytes], object]:
-        # Nothing is sent before the app returns, so a second call (with exc_info) just
-        # replaces the first one, as PEP 3333 allows.
-        captured["status"] = status
-        captured["headers"] = list(headers)
-        return chunks.append
-
-    result = app(environ, start_response)
-    try:
-        for chunk in result:
-            chunks.append(chunk)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    if "status" not in captured:
-        raise RuntimeError("the WSGI application did not call start_response")
-    return captured["status"], captured["headers"], b"".join(chunks)
+    return run_to_completion(app, environ)
 
 
 def _text(status: HTTPStatus, body: str, *headers: tuple[str, str]) -> Response:
