@@ -19,7 +19,6 @@ from .incremental_model import (
     RoundInfo,
     Segment,
     TagState,
-    _young,
     check_same,
 )
 from .incremental_pages import Reads
@@ -128,6 +127,15 @@ def _segment(
     return Segment(
         lo, hi, codes, detail.stops, detail.dates, now, ref, now if unknown else None, live
     )
+
+
+def _young(seg_codes: bytes, dates: array, waiting: int | None, ref: int, deadline: float) -> bool:
+    """Whether a message is Waiting and sent less than ``deadline`` before ``ref``: its
+    segment is then read again every round (``Segment.live``)."""
+    if waiting is None:
+        return False
+    limit = ref - deadline
+    return any(c == waiting and d >= limit for c, d in zip(seg_codes, dates, strict=True) if d)
 
 
 def first_read_end(

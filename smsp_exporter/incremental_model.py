@@ -256,10 +256,3 @@ def check_same(
         elif new_date and new_date < floor:
             return "report_before_last_read"
     return None
-
-
-def _young(seg_codes: bytes, dates: array, waiting: int | None, ref: int, deadline: float) -> bool:
-    if waiting is None:
-        return False
-    limit = ref - deadline
-    return any(c == waiting and d >= limit for c, d in zip(seg_codes, dates, strict=True) if d)
