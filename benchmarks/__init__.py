@@ -1,1 +1,1 @@
-"""Benchmarks of smsp-exporter against its simulator: ``./dev.sh bench`` (see README)."""
+"""Benchmarks of smsp-exporter against its simulator: ``./dev.sh bench`` (docs/performance.md)."""

@@ -561,7 +561,7 @@ def build() -> dict[str, Any]:
                 "{{tag}} read",
                 "Incremental collection: pages of each tag asked from the API per second. A "
                 "steady tag asks for its new pages, the pages still waiting for reports and a "
-                "small audit; the rest is reused (see the README, Incremental collection).",
+                "small audit; the rest is reused (see docs/api-reading.md).",
                 unit="reqps",
                 span=8,
             ).with_target(

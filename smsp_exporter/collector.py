@@ -2,7 +2,7 @@
 
 Families are built fresh on every collect, as the Prometheus guide for exporters asks.
 It is also the library entry point: register an :class:`SmsCollector` into any
-prometheus-client registry (see the README, "Use as a library").
+prometheus-client registry (see docs/configuration.md, "Use as a library").
 """
 
 from __future__ import annotations

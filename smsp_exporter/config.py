@@ -1,55 +1,42 @@
 """The YAML configuration file: reading it, checking every value, and saying clearly what is wrong.
 
+The file's shape (sections, keys, types, defaults, ranges, enums; unknown keys refused) is
+declared once, below, as frozen dataclasses with msgspec constraints (:class:`ConfigFile`);
+config.example.yaml documents it and a test keeps the two equal. ``schema.convert`` checks a
+document against it; what no type can say (the API key's sources, tag rules and templates, the
+API URL's path) is checked after, by :func:`_check`. A ``null`` value means "the default".
+
 A configuration error is one line, ``SOURCE: KEY: PROBLEM``, where KEY is the full path of the
 offending setting (``api.timeout``, ``tags[2]``), ``(top level)`` for a problem with the whole
 file, or ``(yaml)`` for a YAML syntax error. No message ever contains the API key.
-
-    api:
-      url: https://api.smspartner.fr/v1
-      key: "..."             # or key_file: /path; SMSP_API_KEY / SMSP_API_KEY_FILE override both
-      timeout: 10s
-      concurrency: 4
-      max_requests_per_second: 5
-      max_pages: 1000
-      retries: 2
-    collection:
-      mode: scrape           # scrape | background
-      interval: 60s
-      min_interval: 0s
-      keep_last_values: false
-      incremental: true      # re-read only the pages that can change (see incremental.py)
-      report_deadline: 48h   # a Waiting message older than this is final
-      state_file: /var/lib/smsp-exporter/state.db   # optional: page state across restarts
-    tags:
-      - montag
-      - template: "relance-{date:%Y%m%d}"   # rolling tags, see tags.py
-        days: 7
-        timezone: Europe/Paris
-    probe:                   # which tags /probe?tag=... may collect (default: none)
-      allowed_tags: [a, b]
-      allowed_pattern: "^promo-[a-z0-9-]+$"  # matched against the whole tag
-    account:
-      enabled: false         # read the account's credit (GET /v1/me) once per round
-
-A ``null`` value (``timeout:`` with nothing after it) means "use the default".
 """
 
 from __future__ import annotations
 
-import datetime
-import difflib
-import math
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, ClassVar, Literal, NoReturn
 from urllib.parse import urlsplit
 
-import yaml
+from msgspec import Meta
 
-from .tags import TagTemplate, parse_template
+from .schema import (
+    ByteSize,
+    PositiveSeconds,
+    SchemaError,
+    Seconds,
+    convert,
+    drop_nulls,
+    say,
+)
+from .schema import describe as _describe
+from .schema import parse_duration as parse_duration  # part of this module's interface
+from .tags import DEFAULT_DAYS, DEFAULT_TIMEZONE, MAX_DAYS, TagTemplate, parse_template
+from .yamlfile import YamlFileError, os_reason, read_yaml
 
 DEFAULT_API_URL = "https://api.smspartner.fr/v1"
 # The official host serves the API under this path only: any other path there is a mistake.
@@ -79,33 +66,71 @@ TOP_LEVEL = "(top level)"
 YAML_SYNTAX = "(yaml)"
 
 
+# --------------------------------------------------------------------------------------------
+# The declared shape of config.yaml (config.example.yaml documents it; a test keeps them equal)
+
+
+def _says(**words: Any) -> Meta:
+    return Meta(extra=say(**words))
+
+
+_FilePath = Annotated[
+    str,
+    Meta(
+        pattern=r"\S", extra=say(expected="a file path", invalid="expected a file path, got {got}")
+    ),
+]
+_Tag = Annotated[
+    str, Meta(min_length=1, extra=say(invalid="empty tag: each tag must be a non-empty string"))
+]
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     """How to reach the SMS Partner API, and how politely."""
 
-    url: str = DEFAULT_API_URL
-    key: str = field(default="", repr=False)
-    timeout: float = 10.0
-    concurrency: int = 4
-    max_requests_per_second: float = 5.0
-    max_pages: int = 1000
-    retries: int = 2
-    # Bytes of one answer, after decompression (see README, "Failure behaviour").
-    max_response_bytes: int = 8 * 1024 * 1024
+    url: Annotated[str, _says(expected="a URL")] = DEFAULT_API_URL
+    # The key in use, whichever source won (see _api_key): never shown, not even its type.
+    key: Annotated[str, _says(secret=True)] = field(default="", repr=False)
+    # Read into `key` when the file is loaded (so None in a loaded configuration).
+    key_file: (
+        Annotated[str, Meta(pattern=r"\S", extra=say(expected="a file path", invalid="empty path"))]
+        | None
+    ) = None
+    timeout: PositiveSeconds = 10.0
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
+    # le: the largest float, so that infinity (which msgspec accepts as a float) is refused.
+    max_requests_per_second: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=sys.float_info.max,
+            extra=say(
+                expected="a number (0 means unlimited)",
+                invalid="must be 0 (unlimited) or more, got {got}",
+            ),
+        ),
+    ] = 5.0
+    max_pages: Annotated[int, Meta(ge=1)] = 1000
+    retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    # Bytes of one answer, after decompression (see docs/failure-modes.md).
+    max_response_bytes: ByteSize = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class CollectionConfig:
     """When the tags are collected: on each scrape, or in the background."""
 
-    mode: str = "scrape"
-    interval: float = 60.0
-    min_interval: float = 0.0
+    mode: Literal["scrape", "background"] = "scrape"
+    interval: PositiveSeconds = 60.0
+    min_interval: Seconds = 0.0
     keep_last_values: bool = False
     # Incremental collection (see incremental.py): re-read only the pages that can change.
     incremental: bool = True
-    report_deadline: float = 48 * 3600.0  # after this, a Waiting message gets no report
-    state_file: str | None = None  # SQLite file keeping the page state across restarts
+    report_deadline: PositiveSeconds = 48 * 3600.0  # after this, a Waiting message gets no report
+    # SQLite file keeping the page state across restarts; made absolute (from the config
+    # file's directory) when the file is loaded.
+    state_file: _FilePath | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +138,7 @@ class ProbeConfig:
     """Which tags ``/probe?tag=...`` may collect: those listed, and those matching the pattern
     (the whole tag). Nothing else: a probe costs API calls."""
 
-    allowed_tags: frozenset[str] = frozenset()
+    allowed_tags: Annotated[frozenset[_Tag], _says(expected="a list of tags")] = frozenset()
     allowed_pattern: re.Pattern[str] | None = None
 
     def allows(self, tag: str) -> bool:
@@ -134,6 +159,38 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class TemplateEntry:
+    """A rolling tag in the tags list (checked further by tags.parse_template)."""
+
+    template: Annotated[str, _says(missing="a tag with a {date:FORMAT} placeholder")]
+    days: Annotated[
+        int, Meta(ge=1, le=MAX_DAYS, extra=say(expected=f"an integer between 1 and {MAX_DAYS}"))
+    ] = DEFAULT_DAYS
+    timezone: Annotated[str, _says(expected="an IANA time zone name such as Europe/Paris")] = (
+        DEFAULT_TIMEZONE
+    )
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The whole file. ``tags`` is checked further by _tags (required unless probe is set)."""
+
+    expected: ClassVar[str] = "a mapping with the keys api, collection, tags"
+
+    api: ApiConfig = field(default_factory=ApiConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    tags: (
+        Annotated[
+            tuple[_Tag | TemplateEntry, ...],
+            _says(expected="a list of tags"),
+        ]
+        | None
+    ) = None
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    account: AccountConfig = field(default_factory=AccountConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, checked configuration.
 
@@ -141,11 +198,11 @@ class Config:
     (see :mod:`smsp_exporter.tags`)."""
 
     tags: tuple[str, ...]
-    api: ApiConfig = ApiConfig()
-    collection: CollectionConfig = CollectionConfig()
+    api: ApiConfig = field(default_factory=ApiConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
     tag_templates: tuple[TagTemplate, ...] = ()
-    probe: ProbeConfig = ProbeConfig()
-    account: AccountConfig = AccountConfig()
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    account: AccountConfig = field(default_factory=AccountConfig)
     source: str = "<memory>"
     key_source: str = ""
     warnings: tuple[str, ...] = ()
@@ -173,129 +230,19 @@ class ConfigError(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Durations
-
-_UNIT_SECONDS = {
-    "y": 365 * 86400.0,
-    "w": 7 * 86400.0,
-    "d": 86400.0,
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 0.001,
-}
-_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-_PLAIN_SECONDS = re.compile(_NUMBER)
-# Prometheus order: each unit at most once, largest first. Decimals are accepted too ("0.5s").
-_DURATION = re.compile(
-    "".join(rf"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in ("y", "w", "d", "h", "m", "s", "ms"))
-)
-_DURATION_HELP = "use seconds (10) or a Prometheus duration (500ms, 30s, 5m, 1h)"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds, from a number of seconds or a Prometheus duration string.
-
-    Accepted: ``10``, ``2.5``, ``"10"``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``,
-    ``"1w"``, ``"1y"`` (365 days), ``"0.5s"``. Negative, NaN, infinite or unreadable values raise
-    ``ValueError`` with a message starting ``invalid duration``.
-    """
-    if isinstance(value, bool):
-        spelled = "true" if value else "false"
-        raise ValueError(f"invalid duration {spelled} (a boolean): {_DURATION_HELP}")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError(f"invalid duration {_describe(value)}: too large") from None
-        return _check_seconds(value, seconds)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {_describe(value)}: {_DURATION_HELP}")
-    text = value.strip()
-    if text.startswith("-") and (_PLAIN_SECONDS.fullmatch(text[1:]) or _is_duration(text[1:])):
-        raise ValueError(f"invalid duration {_describe(value)}: must not be negative")
-    if _PLAIN_SECONDS.fullmatch(text):
-        return _check_seconds(value, float(text))
-    match = _DURATION.fullmatch(text)
-    if not text or match is None or not any(match.groupdict().values()):
-        raise ValueError(f"invalid duration {_describe(value)}: {_DURATION_HELP}")
-    seconds = sum(
-        float(amount) * _UNIT_SECONDS[unit]
-        for unit, amount in match.groupdict().items()
-        if amount is not None
-    )
-    return _check_seconds(value, seconds)
-
-
-def _is_duration(text: str) -> bool:
-    match = _DURATION.fullmatch(text)
-    return bool(text) and match is not None and any(match.groupdict().values())
-
-
-def _check_seconds(value: object, seconds: float) -> float:
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise ValueError(f"invalid duration {_describe(value)}: must be a finite number")
-    if seconds < 0:
-        raise ValueError(f"invalid duration {_describe(value)}: must not be negative")
-    return seconds
-
-
-# --------------------------------------------------------------------------------------------
 # Loading
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing a key written twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[object, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.get(key)
-            except TypeError:  # unhashable: the base class reports it
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {_describe(key)} (first at line {first.line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
     """Read and check a YAML configuration file. Raises ``ConfigError`` for anything wrong."""
     source = os.fsdecode(path)
     try:
-        raw = Path(source).read_bytes()
-    except OSError as exc:
-        raise ConfigError(source, TOP_LEVEL, f"cannot read the file: {_os_reason(exc)}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            source, TOP_LEVEL, f"not UTF-8 text (invalid byte at offset {exc.start})"
-        ) from None
+        text, data = read_yaml(source)
+    except YamlFileError as err:
+        key = TOP_LEVEL if err.part == "file" else YAML_SYNTAX
+        raise ConfigError(source, key, err.problem) from None
     if not text.strip():
         raise ConfigError(source, TOP_LEVEL, "the file is empty: it needs at least a tags list")
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError(source, YAML_SYNTAX, _yaml_problem(exc)) from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(
-            source, YAML_SYNTAX, f"line {line}: character {exc.character!r} is not allowed in YAML"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, YAML_SYNTAX, f"invalid YAML ({type(exc).__name__})") from None
-    except RecursionError:
-        raise ConfigError(source, YAML_SYNTAX, "the document is nested too deeply") from None
     if data is None:
         raise ConfigError(
             source, TOP_LEVEL, "the file holds no settings (only comments?): it needs a tags list"
@@ -323,20 +270,6 @@ _AFTER_KEY_WORD = re.compile(
 )
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    """Where and what, from PyYAML's error, without the quoted excerpt of the file (it could
-    hold the API key)."""
-    problem = exc.problem or exc.context or "invalid YAML"
-    mark = exc.problem_mark or exc.context_mark
-    text = f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark else problem
-    if exc.context and exc.problem:
-        text += f" ({exc.context}"
-        if exc.context_mark is not None:
-            text += f" at line {exc.context_mark.line + 1} column {exc.context_mark.column + 1}"
-        text += ")"
-    return text
-
-
 def config_from_dict(
     data: object,
     source: str = "<memory>",
@@ -351,7 +284,7 @@ def config_from_dict(
     env = os.environ if env is None else env
     secrets = _secrets_in(data, env)
     try:
-        config = _Builder(source, env, base_dir).build(data)
+        config = _check(data, str(source), env, Path(base_dir) if base_dir is not None else None)
     except ConfigError as err:
         raise ConfigError(
             _scrub(err.source, secrets), _scrub(err.key, secrets), _scrub(err.problem, secrets)
@@ -379,530 +312,84 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Checking
-
-_TOP_KEYS = ("account", "api", "collection", "probe", "tags")
-_API_KEYS = (
-    "url",
-    "key",
-    "key_file",
-    "timeout",
-    "concurrency",
-    "max_requests_per_second",
-    "max_pages",
-    "retries",
-    "max_response_bytes",
-)
-_COLLECTION_KEYS = (
-    "mode",
-    "interval",
-    "min_interval",
-    "keep_last_values",
-    "incremental",
-    "report_deadline",
-    "state_file",
-)
-_TEMPLATE_KEYS = ("template", "days", "timezone")
-_PROBE_KEYS = ("allowed_tags", "allowed_pattern")
-_ACCOUNT_KEYS = ("enabled",)
-_MODES = ("scrape", "background")
+# Checking: the declared shape first, then the rules no type can say
 
 
-class _Builder:
-    def __init__(
-        self, source: str, env: Mapping[str, str], base_dir: str | os.PathLike | None
-    ) -> None:
-        self.source = str(source)
-        self.env = env
-        self.base_dir = Path(base_dir) if base_dir is not None else None
+def _check(data: object, source: str, env: Mapping[str, str], base_dir: Path | None) -> Config:
+    def fail(key: str, problem: str) -> NoReturn:
+        raise ConfigError(source, key, problem)
 
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(self.source, key, problem)
+    if data is None:
+        fail(TOP_LEVEL, "the configuration is empty: it needs at least a tags list")
+    try:
+        # A null setting means its default; a null tags list is "empty", not "missing".
+        file = convert(drop_nulls(data, keep=("tags",)), ConfigFile)
+    except SchemaError as err:
+        fail(err.key or TOP_LEVEL, err.problem)
+    assert isinstance(data, Mapping)  # convert refused anything else
+    url = _check_url(file.api.url, fail)
+    tags, templates, warnings = _tags(file.tags, "tags" in data, file.probe.enabled, fail)
+    key, key_source = _api_key(file.api, env, base_dir, fail)
+    return Config(
+        tags=tags,
+        api=replace(file.api, url=url, key=key, key_file=None),
+        collection=_collection(file.collection, base_dir),
+        tag_templates=templates,
+        probe=file.probe,
+        account=file.account,
+        source=source,
+        key_source=key_source,
+        warnings=(*_url_warnings(url), *warnings),
+    )
 
-    def build(self, data: object) -> Config:
-        if data is None:
-            self.fail(TOP_LEVEL, "the configuration is empty: it needs at least a tags list")
-        if not isinstance(data, Mapping):
-            self.fail(
-                TOP_LEVEL,
-                f"expected a mapping with the keys api, collection, tags, got {_describe(data)}",
-            )
-        self.check_keys(data, "", _TOP_KEYS)
-        api_data = self.section(data, "api", _API_KEYS)
-        collection_data = self.section(data, "collection", _COLLECTION_KEYS)
-        probe_data = self.section(data, "probe", _PROBE_KEYS)
-        account_data = self.section(data, "account", _ACCOUNT_KEYS)
-        api = self.api(api_data)
-        collection = self.collection(collection_data)
-        probe = self.probe(probe_data)
-        tags, templates, warnings = self.tags(data, probe_only=probe.enabled)
-        warnings = (*self.url_warnings(str(api["url"])), *warnings)
-        key, key_source = self.api_key(api_data)
-        return Config(
-            tags=tags,
-            api=ApiConfig(key=key, **api),
-            collection=CollectionConfig(**collection),
-            tag_templates=templates,
-            probe=probe,
-            account=AccountConfig(enabled=self.boolean(account_data, "account", "enabled", False)),
-            source=self.source,
-            key_source=key_source,
-            warnings=warnings,
-        )
 
-    # -- structure
+_Fail = Callable[[str, str], NoReturn]
 
-    def check_keys(self, data: Mapping, prefix: str, allowed: tuple[str, ...]) -> None:
-        for name in data:
-            if name in allowed:
-                continue
-            path = _join(prefix, name)
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            if close:
-                self.fail(path, f"unknown key (did you mean {close[0]!r}?)")
-            self.fail(path, f"unknown key (known keys: {', '.join(allowed)})")
 
-    def section(self, data: Mapping, name: str, allowed: tuple[str, ...]) -> Mapping:
-        value = data.get(name)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            # Only the type: a value here may be a misplaced secret (``api: <the key>``).
-            self.fail(name, f"expected a mapping of settings, got {_kind(value)}")
-        self.check_keys(value, name, allowed)
-        return value
+def _collection(collection: CollectionConfig, base_dir: Path | None) -> CollectionConfig:
+    if collection.state_file is None:
+        return collection
+    return replace(collection, state_file=str(_absolute(collection.state_file, base_dir)))
 
-    # -- sections
 
-    def api(self, data: Mapping) -> dict[str, Any]:
-        defaults = ApiConfig()
-        return {
-            "url": self.url(data.get("url")),
-            "timeout": self.duration(data, "api", "timeout", defaults.timeout, positive=True),
-            "concurrency": self.integer(data, "api", "concurrency", defaults.concurrency, 1, 64),
-            "max_requests_per_second": self.rate(data.get("max_requests_per_second")),
-            "max_pages": self.integer(data, "api", "max_pages", defaults.max_pages, 1, None),
-            "retries": self.integer(data, "api", "retries", defaults.retries, 0, 10),
-            "max_response_bytes": self.size(data.get("max_response_bytes")),
-        }
-
-    def collection(self, data: Mapping) -> dict[str, Any]:
-        defaults = CollectionConfig()
-        mode = data.get("mode")
-        if mode is None:
-            mode = defaults.mode
-        elif not isinstance(mode, str) or mode not in _MODES:
-            self.fail(
-                "collection.mode", f"must be one of {', '.join(_MODES)}, got {_describe(mode)}"
-            )
-        keep = data.get("keep_last_values")
-        if keep is None:
-            keep = defaults.keep_last_values
-        elif not isinstance(keep, bool):
-            self.fail(
-                "collection.keep_last_values", f"expected true or false, got {_describe(keep)}"
-            )
-        return {
-            "mode": mode,
-            "interval": self.duration(
-                data, "collection", "interval", defaults.interval, positive=True
-            ),
-            "min_interval": self.duration(
-                data, "collection", "min_interval", defaults.min_interval, positive=False
-            ),
-            "keep_last_values": keep,
-            "incremental": self.boolean(data, "collection", "incremental", True),
-            "report_deadline": self.duration(
-                data, "collection", "report_deadline", defaults.report_deadline, positive=True
-            ),
-            "state_file": self.state_file(data.get("state_file")),
-        }
-
-    def state_file(self, value: object) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail("collection.state_file", f"expected a file path, got {_describe(value)}")
-        return str(_absolute(value, self.base_dir))
-
-    def tags(
-        self, data: Mapping, *, probe_only: bool = False
-    ) -> tuple[tuple[str, ...], tuple[TagTemplate, ...], tuple[str, ...]]:
-        """Static tags, templates and warnings. With ``probe`` set, no tag is needed."""
-        if "tags" not in data:
-            if probe_only:
-                return (), (), ()
-            self.fail("tags", "missing: list the SMS Partner tags to export")
-        value = data["tags"]
-        if not value and probe_only and isinstance(value, list | tuple | type(None)):
+def _tags(
+    entries: tuple[str | TemplateEntry, ...] | None, present: bool, probe_only: bool, fail: _Fail
+) -> tuple[tuple[str, ...], tuple[TagTemplate, ...], tuple[str, ...]]:
+    """Static tags, templates and warnings. With ``probe`` set, no tag is needed."""
+    if not entries:
+        if probe_only:
             return (), (), ()
-        if value is None:
-            self.fail("tags", "empty: list at least one SMS Partner tag")
-        if not isinstance(value, list | tuple):
-            hint = f" (write it as a list: tags: [{value}])" if isinstance(value, str) else ""
-            self.fail("tags", f"expected a list of tags, got {_describe(value)}{hint}")
-        if not value:
-            self.fail("tags", "empty: list at least one SMS Partner tag")
-        first_seen: dict[str, int] = {}
-        static: list[str] = []
-        templates: list[TagTemplate] = []
-        warnings = []
-        for index, tag in enumerate(value):
-            path = f"tags[{index}]"
-            if isinstance(tag, Mapping):
-                template = self.template(tag, path)
-                if template.template in first_seen:
-                    self.fail(
-                        f"{path}.template",
-                        f"duplicate template (also tags[{first_seen[template.template]}])",
-                    )
-                first_seen[template.template] = index
-                templates.append(template)
-                warnings.extend(self.tag_warnings(f"{path}.template", template.expand(0)[0]))
-                continue
-            if not isinstance(tag, str):
-                self.fail(path, f"expected a string, got {_describe(tag)}{_quote_hint(tag)}")
-            if not tag:
-                self.fail(path, "empty tag: each tag must be a non-empty string")
-            if tag in first_seen:
-                self.fail(path, f"duplicate tag {tag!r} (also tags[{first_seen[tag]}])")
-            first_seen[tag] = index
-            static.append(tag)
-            warnings.extend(self.tag_warnings(path, tag))
-        return tuple(static), tuple(templates), tuple(warnings)
-
-    def tag_warnings(self, path: str, tag: str) -> list[str]:
-        broken = _tag_rules_broken(tag)
-        if not broken:
-            return []
-        return [
-            f"{path}: tag {tag!r} can never match: SMS Partner tags are at most "
-            f"{TAG_MAX_LENGTH} characters, lowercase, without spaces "
-            f"(this one has {_and(broken)})"
-        ]
-
-    def template(self, data: Mapping, path: str) -> TagTemplate:
-        self.check_keys(data, path, _TEMPLATE_KEYS)
-        if "template" not in data:
-            self.fail(f"{path}.template", "missing: a tag with a {date:FORMAT} placeholder")
+        if not present:
+            fail("tags", "missing: list the SMS Partner tags to export")
+        fail("tags", "empty: list at least one SMS Partner tag")
+    first_seen: dict[str, int] = {}
+    static: list[str] = []
+    templates: list[TagTemplate] = []
+    warnings: list[str] = []
+    for index, entry in enumerate(entries):
+        path = f"tags[{index}]"
+        if isinstance(entry, str):
+            if entry in first_seen:
+                fail(path, f"duplicate tag {entry!r} (also tags[{first_seen[entry]}])")
+            first_seen[entry] = index
+            static.append(entry)
+            warnings.extend(_tag_warnings(path, entry))
+            continue
         try:
-            return parse_template(data.get("template"), data.get("days"), data.get("timezone"))
+            template = parse_template(entry.template, entry.days, entry.timezone)
         except ValueError as exc:
             key, _, problem = str(exc).partition(": ")
-            self.fail(f"{path}.{key}", problem)
-
-    def probe(self, data: Mapping) -> ProbeConfig:
-        listed = data.get("allowed_tags")
-        if listed is None:
-            listed = []
-        if not isinstance(listed, list | tuple):
-            self.fail("probe.allowed_tags", f"expected a list of tags, got {_describe(listed)}")
-        for index, tag in enumerate(listed):
-            if not isinstance(tag, str) or not tag:
-                self.fail(
-                    f"probe.allowed_tags[{index}]",
-                    f"expected a non-empty string, got {_describe(tag)}{_quote_hint(tag)}",
-                )
-        pattern = data.get("allowed_pattern")
-        compiled = None
-        if pattern is not None:
-            if not isinstance(pattern, str) or not pattern:
-                self.fail("probe.allowed_pattern", f"expected a regex, got {_describe(pattern)}")
-            try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                self.fail("probe.allowed_pattern", f"invalid regular expression: {exc}")
-        return ProbeConfig(frozenset(listed), compiled)
-
-    # -- the API key
-
-    def api_key(self, data: Mapping) -> tuple[str, str]:
-        key = data.get("key")
-        key_file = data.get("key_file")
-        if key is not None and not isinstance(key, str):
-            # Only the type: the value is (a mistyped) secret.
-            self.fail("api.key", f"expected a string, got {_kind(key)}")
-        if key_file is not None:
-            if not isinstance(key_file, str):
-                self.fail("api.key_file", f"expected a file path, got {_describe(key_file)}")
-            if not key_file.strip():
-                self.fail("api.key_file", "empty path")
-        if key is not None and key_file is not None:
-            self.fail("api.key_file", "cannot be used together with api.key: set only one of them")
-        if key is not None:
-            # Even when the environment's key wins: left active, it is used the day it does not.
-            self.not_a_placeholder("api.key", key.strip())
-
-        env_key = str(self.env.get(ENV_KEY) or "").strip()
-        if env_key:
-            return self.checked_key(ENV_KEY, env_key), ENV_KEY
-        env_file = str(self.env.get(ENV_KEY_FILE) or "")
-        if env_file.strip():
-            path = _absolute(env_file, None)
-            return self.checked_key(ENV_KEY_FILE, self.read_key_file(ENV_KEY_FILE, path)), (
-                ENV_KEY_FILE
-            )
-        if key is not None and key.strip():
-            return self.checked_key("api.key", key.strip()), "api.key"
-        if key_file is not None:
-            path = _absolute(key_file, self.base_dir)
-            return self.checked_key("api.key_file", self.read_key_file("api.key_file", path)), (
-                "api.key_file"
-            )
-        self.fail(
-            "api.key", f"missing: set api.key, api.key_file or the {ENV_KEY} environment variable"
-        )
-
-    def read_key_file(self, origin: str, path: Path) -> str:
-        # The path is never printed: a key pasted where its file's path belongs would be.
-        try:
-            with path.open("rb") as handle:
-                raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
-        except OSError as exc:
-            self.fail(origin, f"cannot read the file it names: {_os_reason(exc)}")
-        if len(raw) > _MAX_KEY_FILE_BYTES:
-            self.fail(origin, "the file it names is too large to hold an API key")
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            self.fail(origin, "the file it names is not UTF-8 text")
-        key = text.strip()
-        if not key:
-            self.fail(origin, "the file it names is empty")
-        return key
-
-    def not_a_placeholder(self, origin: str, key: str) -> None:
-        if key.lower() in _PLACEHOLDER_KEYS:
-            # Not echoed: the message names where it came from, which is enough to find it.
-            self.fail(
-                origin,
-                "is the documentation's placeholder, not an API key: "
-                "put the key of your SMS Partner account there",
-            )
-
-    def checked_key(self, origin: str, key: str) -> str:
-        self.not_a_placeholder(origin, key)
-        if any(c.isspace() or not c.isprintable() for c in key):
-            self.fail(
-                origin,
-                "the API key contains whitespace or control characters "
-                "(an API key is a single word: check for a copy-paste error)",
-            )
-        return key
-
-    # -- values
-
-    def url(self, value: object) -> str:
-        path = "api.url"
-        if value is None:
-            return DEFAULT_API_URL
-        if not isinstance(value, str):
-            self.fail(path, f"expected a URL, got {_describe(value)}")
-        if not value:
-            self.fail(path, "empty: remove it to use the default, " + DEFAULT_API_URL)
-        if any(c.isspace() or not c.isprintable() for c in value):
-            self.fail(path, "must not contain whitespace or control characters")
-        if "?" in value or "#" in value:
-            # Checked first, and the URL not shown: a query string may hold an API key.
-            self.fail(
-                path,
-                "must not contain a query string (?...) or a fragment (#...): "
-                "the exporter adds the API key and the tag itself",
-            )
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            self.fail(path, "not a valid URL (check the host name and port)")
-        if parts.scheme not in ("http", "https"):
-            self.fail(path, f"must start with http:// or https://, got {_describe(value)}")
-        if not parts.hostname:
-            self.fail(path, "has no host name")
-        # The exporter appends "/bulk-status-by-tag" and "/me": a wrong path passes every other
-        # check and only shows at run time as an API "404" on every tag.
-        url_path = parts.path.rstrip("/")
-        last = url_path.rpartition("/")[2]
-        if last in _API_ENDPOINTS:
-            self.fail(
-                path,
-                f"ends with the endpoint /{last}: give the API's base URL "
-                f"(e.g. {DEFAULT_API_URL}); the exporter appends the endpoints itself",
-            )
-        if parts.hostname == _OFFICIAL_HOST and url_path != _API_PATH:
-            self.fail(
-                path,
-                f"the SMS Partner API is at {DEFAULT_API_URL}: the path must be {_API_PATH}, "
-                f"not {url_path or '/'!r}",
-            )
-        return value.rstrip("/")
-
-    def url_warnings(self, url: str) -> list[str]:
-        """Another host (a proxy, a mirror) may serve the API under any path, so a path without
-        the version prefix is only a warning there (on the official host it is an error)."""
-        url_path = urlsplit(url).path.rstrip("/")
-        if url_path.endswith(_API_PATH):
-            return []
-        return [
-            f"api.url: the path {url_path or '/'!r} does not end with {_API_PATH}, the API's "
-            f"version prefix: requests will go to {url_path}/bulk-status-by-tag, which SMS "
-            "Partner answers with error 404 (fine only if this host is a proxy that maps it)"
-        ]
-
-    def boolean(self, data: Mapping, section: str, name: str, default: bool) -> bool:
-        value = data.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(f"{section}.{name}", f"expected true or false, got {_describe(value)}")
-        return value
-
-    def duration(
-        self, data: Mapping, section: str, name: str, default: float, *, positive: bool
-    ) -> float:
-        path = f"{section}.{name}"
-        value = data.get(name)
-        if value is None:
-            return default
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-        if positive and seconds <= 0:
-            self.fail(path, f"must be greater than 0, got {_describe(value)}")
-        return seconds
-
-    def integer(
-        self, data: Mapping, section: str, name: str, default: int, low: int, high: int | None
-    ) -> int:
-        path = f"{section}.{name}"
-        value = data.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"expected an integer, got {_describe(value)}")
-        if high is not None and not low <= value <= high:
-            self.fail(path, f"must be between {low} and {high}, got {_describe(value)}")
-        if value < low:
-            self.fail(path, f"must be at least {low}, got {_describe(value)}")
-        return value
-
-    def size(self, value: object) -> int:
-        """``api.max_response_bytes``: bytes, as an integer or a string with a binary unit."""
-        path = "api.max_response_bytes"
-        if value is None:
-            return ApiConfig().max_response_bytes
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
-        if isinstance(value, str):
-            match = _SIZE.fullmatch(value.strip())
-            if match is None:
-                self.fail(path, f"expected a size such as 8MiB or 8388608, got {_describe(value)}")
-            value = int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
-        low, high = _SIZE_UNITS["KiB"] * 64, _SIZE_UNITS["GiB"]
-        if not low <= value <= high:
-            self.fail(path, f"must be between 64KiB and 1GiB, got {_describe(value)}")
-        return value
-
-    def rate(self, value: object) -> float:
-        path = "api.max_requests_per_second"
-        if value is None:
-            return ApiConfig().max_requests_per_second
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(path, f"expected a number (0 means unlimited), got {_describe(value)}")
-        try:
-            rate = float(value)
-        except OverflowError:
-            self.fail(path, f"too large, got {_describe(value)} (0 means unlimited)")
-        if not math.isfinite(rate):
-            self.fail(path, f"must be a finite number (0 means unlimited), got {_describe(value)}")
-        if rate < 0:
-            self.fail(path, f"must be 0 (unlimited) or more, got {_describe(value)}")
-        return rate
+            fail(f"{path}.{key}", problem)
+        if template.template in first_seen:
+            also = first_seen[template.template]
+            fail(f"{path}.template", f"duplicate template (also tags[{also}])")
+        first_seen[template.template] = index
+        templates.append(template)
+        warnings.extend(_tag_warnings(f"{path}.template", template.expand(0)[0]))
+    return tuple(static), tuple(templates), tuple(warnings)
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-_SIZE = re.compile(r"(\d{1,12})\s*(B|KiB|MiB|GiB)?")
-
-
-def _join(prefix: str, name: object) -> str:
-    shown = name if isinstance(name, str) and _PLAIN_NAME.fullmatch(name) else _describe(name)
-    return f"{prefix}.{shown}" if prefix else str(shown)
-
-
-def _absolute(path: str, base_dir: Path | None) -> Path:
-    expanded = Path(os.path.expanduser(path))
-    if not expanded.is_absolute():
-        expanded = (base_dir if base_dir is not None else Path.cwd()) / expanded
-    return Path(os.path.abspath(expanded))
-
-
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(value: object) -> str:
-    """A value, as a message shows it: quoted strings, YAML spellings, no huge dumps."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({'true' if value else 'false'})"
-    if isinstance(value, int | float):
-        return _short(repr(value), 40)
-    if isinstance(value, str):
-        return repr(_short(value))
-    if isinstance(value, datetime.date):
-        return f"a date ({value.isoformat()})"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, bytes):
-        return "binary data"
-    return f"a {type(value).__name__}"
-
-
-def _kind(value: object) -> str:
-    """The type of a value, without the value (for the API key)."""
-    if value is None:
-        return "null"
-    kinds: list[tuple[type | tuple[type, ...], str]] = [
-        (str, "a string"),
-        (bool, "a boolean"),
-        (int, "an integer"),
-        (float, "a number"),
-        (datetime.date, "a date"),
-        (Mapping, "a mapping"),
-        ((list, tuple), "a list"),
-        (bytes, "binary data"),
-    ]
-    for types, name in kinds:
-        if isinstance(value, types):
-            return name
-    return f"a {type(value).__name__}"
-
-
-def _quote_hint(value: object) -> str:
-    """For a scalar YAML did not read as text (2024, yes, 2024-12-25): advise quoting it."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = _short(str(value), 40)
-    elif isinstance(value, datetime.date):
-        text = value.isoformat()
-    else:
-        return ""
-    return f': quote it in the YAML (e.g. "{text}") so that it is read as text'
-
-
-def _tag_rules_broken(tag: str) -> list[str]:
+def _tag_warnings(path: str, tag: str) -> list[str]:
     broken = []
     if len(tag) > TAG_MAX_LENGTH:
         broken.append(f"{len(tag)} characters")
@@ -910,8 +397,138 @@ def _tag_rules_broken(tag: str) -> list[str]:
         broken.append("uppercase letters")
     if any(c.isspace() for c in tag):
         broken.append("whitespace")
-    return broken
+    if not broken:
+        return []
+    listed = broken[0] if len(broken) == 1 else ", ".join(broken[:-1]) + " and " + broken[-1]
+    return [
+        f"{path}: tag {tag!r} can never match: SMS Partner tags are at most "
+        f"{TAG_MAX_LENGTH} characters, lowercase, without spaces (this one has {listed})"
+    ]
 
 
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def _check_url(value: str, fail: _Fail) -> str:
+    if not value:
+        fail("api.url", "empty: remove it to use the default, " + DEFAULT_API_URL)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        fail("api.url", "must not contain whitespace or control characters")
+    if "?" in value or "#" in value:
+        # Checked first, and the URL not shown: a query string may hold an API key.
+        fail(
+            "api.url",
+            "must not contain a query string (?...) or a fragment (#...): "
+            "the exporter adds the API key and the tag itself",
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        fail("api.url", "not a valid URL (check the host name and port)")
+    if parts.scheme not in ("http", "https"):
+        fail("api.url", f"must start with http:// or https://, got {_describe(value)}")
+    if not parts.hostname:
+        fail("api.url", "has no host name")
+    # The exporter appends "/bulk-status-by-tag" and "/me": a wrong path passes every other
+    # check and only shows at run time as an API "404" on every tag.
+    url_path = parts.path.rstrip("/")
+    last = url_path.rpartition("/")[2]
+    if last in _API_ENDPOINTS:
+        fail(
+            "api.url",
+            f"ends with the endpoint /{last}: give the API's base URL "
+            f"(e.g. {DEFAULT_API_URL}); the exporter appends the endpoints itself",
+        )
+    if parts.hostname == _OFFICIAL_HOST and url_path != _API_PATH:
+        fail(
+            "api.url",
+            f"the SMS Partner API is at {DEFAULT_API_URL}: the path must be {_API_PATH}, "
+            f"not {url_path or '/'!r}",
+        )
+    return value.rstrip("/")
+
+
+def _url_warnings(url: str) -> list[str]:
+    """Another host (a proxy, a mirror) may serve the API under any path, so a path without
+    the version prefix is only a warning there (on the official host it is an error)."""
+    url_path = urlsplit(url).path.rstrip("/")
+    if url_path.endswith(_API_PATH):
+        return []
+    return [
+        f"api.url: the path {url_path or '/'!r} does not end with {_API_PATH}, the API's "
+        f"version prefix: requests will go to {url_path}/bulk-status-by-tag, which SMS "
+        "Partner answers with error 404 (fine only if this host is a proxy that maps it)"
+    ]
+
+
+# -- the API key: SMSP_API_KEY, then SMSP_API_KEY_FILE, then api.key, then api.key_file
+
+
+def _api_key(
+    api: ApiConfig, env: Mapping[str, str], base_dir: Path | None, fail: _Fail
+) -> tuple[str, str]:
+    if api.key and api.key_file is not None:
+        fail("api.key_file", "cannot be used together with api.key: set only one of them")
+    # Even when the environment's key wins: left active, it is used the day it does not.
+    _not_a_placeholder("api.key", api.key.strip(), fail)
+    env_key = str(env.get(ENV_KEY) or "").strip()
+    if env_key:
+        return _checked_key(ENV_KEY, env_key, fail), ENV_KEY
+    env_file = str(env.get(ENV_KEY_FILE) or "")
+    if env_file.strip():
+        key = _read_key_file(ENV_KEY_FILE, _absolute(env_file, None), fail)
+        return _checked_key(ENV_KEY_FILE, key, fail), ENV_KEY_FILE
+    if api.key.strip():
+        return _checked_key("api.key", api.key.strip(), fail), "api.key"
+    if api.key_file is not None:
+        key = _read_key_file("api.key_file", _absolute(api.key_file, base_dir), fail)
+        return _checked_key("api.key_file", key, fail), "api.key_file"
+    fail("api.key", f"missing: set api.key, api.key_file or the {ENV_KEY} environment variable")
+
+
+def _read_key_file(origin: str, path: Path, fail: _Fail) -> str:
+    # The path is never printed: a key pasted where its file's path belongs would be.
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        fail(origin, f"cannot read the file it names: {os_reason(exc)}")
+    if len(raw) > _MAX_KEY_FILE_BYTES:
+        fail(origin, "the file it names is too large to hold an API key")
+    try:
+        key = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        fail(origin, "the file it names is not UTF-8 text")
+    if not key:
+        fail(origin, "the file it names is empty")
+    return key
+
+
+def _not_a_placeholder(origin: str, key: str, fail: _Fail) -> None:
+    if key.lower() in _PLACEHOLDER_KEYS:
+        # Not echoed: the message names where it came from, which is enough to find it.
+        fail(
+            origin,
+            "is the documentation's placeholder, not an API key: "
+            "put the key of your SMS Partner account there",
+        )
+
+
+def _checked_key(origin: str, key: str, fail: _Fail) -> str:
+    _not_a_placeholder(origin, key, fail)
+    if any(c.isspace() or not c.isprintable() for c in key):
+        fail(
+            origin,
+            "the API key contains whitespace or control characters "
+            "(an API key is a single word: check for a copy-paste error)",
+        )
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _absolute(path: str, base_dir: Path | None) -> Path:
+    expanded = Path(os.path.expanduser(path))
+    if not expanded.is_absolute():
+        expanded = (base_dir if base_dir is not None else Path.cwd()) / expanded
+    return Path(os.path.abspath(expanded))

@@ -25,6 +25,10 @@ Each answer closes its connection (``Connection: close``): no keep-alive, no pip
 Errors found by the loop (malformed requests, limits) are answered by the loop itself, then the
 connection is drained for a moment before it is closed, so that the client reads the answer
 rather than a reset. Nothing is printed: requests are logged at debug level.
+
+The parts: :class:`HTTPServer` owns the listening socket and starts the other two,
+:class:`_EventLoop` (the loop thread; its :class:`_Connections` tables, one
+:class:`_RequestReader` per connection) and :class:`_WorkerPool` (the workers and their queue).
 """
 
 from __future__ import annotations
@@ -196,21 +200,148 @@ class _ErrorStream:
         pass
 
 
+class _RequestReader:
+    """One connection's request as it arrives: finds the end of the head, parses it, then waits
+    for the body. Pure (no socket, no clock): the loop feeds it and acts on what it says.
+
+    The head is bounded before it is whole: a request line or a header block past its limit is
+    refused while it is still arriving, so no client can make the buffer grow without end."""
+
+    __slots__ = ("buf", "head", "limits", "scanned")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.buf = bytearray()
+        self.scanned = 0  # bytes of buf already searched for the end of the head
+        self.head: _Head | None = None
+
+    def advance(self) -> bytes | None:
+        """The whole body once the request is complete, else None (more bytes needed).
+
+        Raises :class:`_RequestError` with the status to answer."""
+        if self.head is None and not self._read_head():
+            return None
+        head = self.head
+        assert head is not None
+        if len(self.buf) < head.content_length:
+            return None
+        return bytes(self.buf[: head.content_length])
+
+    def wants_continue(self) -> bool:
+        """Whether the client waits for ``100 Continue`` before sending the body it announced
+        (asked right after the head is parsed: not once body bytes have come anyway)."""
+        head = self.head
+        if head is None or not head.content_length or head.version < (1, 1) or self.buf:
+            return False
+        return dict(head.headers).get("expect", "").lower() == "100-continue"
+
+    def _read_head(self) -> bool:
+        limits, buf = self.limits, self.buf
+        while bytes(buf[:1]) in (b"\r", b"\n") and buf:  # empty lines before a request: allowed
+            del buf[:1]
+        end = _head_end(buf, self.scanned)
+        if end is None:
+            first = buf.find(b"\n")
+            if (first < 0 and len(buf) > limits.max_request_line) or first > (
+                limits.max_request_line + 1
+            ):
+                raise _RequestError(HTTPStatus.REQUEST_URI_TOO_LONG)
+            if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+                raise _RequestError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            self.scanned = max(0, len(buf) - 3)
+            return False
+        head_end, body_start = end
+        self.head = parse_head(bytes(buf[:head_end]), limits)
+        del buf[:body_start]
+        return True
+
+
 _HANDSHAKE, _HEAD, _BODY, _LINGER = "handshake", "head", "body", "linger"
 
 
 class _Conn:
-    __slots__ = ("buf", "client", "deadline", "events", "head", "scanned", "sock", "state")
+    """One accepted connection, as the loop sees it: handshake, head, body, then linger."""
 
-    def __init__(self, sock: socket.socket, client: str, deadline: float, state: str) -> None:
+    __slots__ = ("client", "deadline", "drained", "events", "reader", "sock", "state")
+
+    def __init__(
+        self, sock: socket.socket, client: str, deadline: float, state: str, limits: Limits
+    ) -> None:
         self.sock = sock
         self.client = client
         self.deadline = deadline
         self.state = state
-        self.buf = bytearray()
-        self.scanned = 0  # bytes of buf already searched for the end of the head
-        self.head: _Head | None = None
+        self.reader = _RequestReader(limits)
+        self.drained = 0  # bytes read and dropped while lingering
         self.events = selectors.EVENT_READ
+
+    def handshake(self) -> int:
+        """Take the TLS handshake a step: 0 once done, else the events it waits for.
+
+        Raises :class:`OSError` (``ssl.SSLError`` is one) or :class:`ValueError` if it fails."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            return selectors.EVENT_WRITE
+        self.state = _HEAD
+        return 0
+
+
+class _Connections:
+    """The connections the loop holds, in two tables: those whose request is being read, and
+    those lingering after an error answer.
+
+    Invariant: each table gives every connection the same delay when it enters (the request
+    timeout, the linger), so deadlines grow with insertion order and only the front of each
+    table needs a look."""
+
+    def __init__(self) -> None:
+        self.reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self.lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.reading) + len(self.lingering)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self.reading or conn in self.lingering
+
+    def all(self) -> list[_Conn]:
+        return [*self.reading, *self.lingering]
+
+    def oldest(self) -> _Conn | None:
+        """The one to evict: a lingering connection first (its answer is already sent), else
+        the request that has been arriving the longest."""
+        for table in (self.lingering, self.reading):
+            if table:
+                return next(iter(table))
+        return None
+
+    def nearest_deadline(self, now: float, default: float) -> float:
+        """Seconds to the nearest deadline, at most ``default``."""
+        fronts = [
+            next(iter(table)).deadline - now for table in (self.reading, self.lingering) if table
+        ]
+        return min([default, *fronts])
+
+    def expired(self, now: float) -> list[_Conn]:
+        found = []  # from the front of each table, up to the first one still in time
+        for table in (self.reading, self.lingering):
+            for conn in table:
+                if conn.deadline > now:
+                    break
+                found.append(conn)
+        return found
+
+    def linger(self, conn: _Conn) -> None:
+        self.reading.pop(conn, None)
+        self.lingering[conn] = None
+
+    def discard(self, conn: _Conn) -> None:
+        self.reading.pop(conn, None)
+        self.lingering.pop(conn, None)
 
 
 @dataclass
@@ -222,7 +353,9 @@ class _Job:
 
 
 class HTTPServer:
-    """Serves a WSGI application on a listening socket it binds at :meth:`start`."""
+    """Serves a WSGI application on a listening socket it binds at :meth:`start`.
+
+    A thin owner: :class:`_EventLoop` reads requests, :class:`_WorkerPool` answers them."""
 
     def __init__(
         self,
@@ -239,22 +372,12 @@ class HTTPServer:
         self._address = address
         self._family = family
         self._listener: socket.socket | None = None
-        self._selector: selectors.BaseSelector | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._reading: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
-        self._lingering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(self.limits.queue_size)
-        self._stopping = threading.Event()
-        self._loop_thread: threading.Thread | None = None
-        self._workers: list[threading.Thread] = []
-        self._last_warning: dict[str, float] = {}
+        self._loop: _EventLoop | None = None
+        self._pool: _WorkerPool | None = None
         # Counted by the loop thread only; every key exists from the start (read elsewhere).
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self.server_name = ""
         self.server_port = 0
-
-    # -- lifecycle --
 
     def bind(self) -> None:
         """Bind and listen (raises OSError); :meth:`start` serves."""
@@ -278,43 +401,61 @@ class HTTPServer:
         if self._listener is None:
             self.bind()
         assert self._listener is not None
+        self._pool = _WorkerPool(self)
+        self._loop = _EventLoop(self._listener, self.limits, self.tls, self._pool, self.refused)
+        self._pool.start()
+        self._loop.start()
+
+    def shutdown(self) -> None:
+        """Stop accepting and reading; requests being answered finish on their own threads."""
+        if self._loop is not None:
+            self._loop.stop()
+        if self._pool is not None:
+            self._pool.stop()
+        if self._loop is None and self._listener is not None:
+            self._listener.close()  # bound, never started
+
+
+class _EventLoop:
+    """The one loop thread: accepts, does the TLS handshakes, reads each request whole within
+    its deadline, hands complete ones to the pool, and answers the refusals itself.
+
+    Only the loop thread touches the selector, the connections and the ``refused`` counts."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        limits: Limits,
+        tls: ssl.SSLContext | None,
+        pool: _WorkerPool,
+        refused: dict[str, int],
+    ) -> None:
+        self.limits = limits
+        self.tls = tls
+        self.refused = refused
+        self._pool = pool
+        self._listener = listener
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._listener, selectors.EVENT_READ, "listener")
+        self._selector.register(listener, selectors.EVENT_READ, "listener")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        for index in range(self.limits.workers):
-            worker = threading.Thread(
-                target=self._work, name=f"smsp-exporter-http-{index}", daemon=True
-            )
-            worker.start()
-            self._workers.append(worker)
-        self._loop_thread = threading.Thread(
-            target=self._loop, name="smsp-exporter-http", daemon=True
-        )
-        self._loop_thread.start()
+        self._conns = _Connections()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="smsp-exporter-http", daemon=True)
+        self._last_warning: dict[str, float] = {}
 
-    def shutdown(self) -> None:
-        """Stop accepting and reading; requests being answered finish on their own threads."""
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
         self._stopping.set()
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=2.0)
-        for _ in self._workers:
-            try:
-                self._jobs.put_nowait(None)
-            except queue.Full:
-                break
-        if self._loop_thread is None and self._listener is not None:
-            self._listener.close()  # bound, never started
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(timeout=2.0)
 
-    # -- the event loop --
-
-    def _loop(self) -> None:
-        assert self._selector is not None and self._listener is not None
+    def _run(self) -> None:
         try:
             while not self._stopping.is_set():
                 for key, _events in self._selector.select(self._select_timeout()):
@@ -322,45 +463,33 @@ class HTTPServer:
                         self._accept()
                     elif key.data == "wake":
                         with contextlib.suppress(OSError):
-                            self._wake_r.recv(4096)  # type: ignore[union-attr]
-                    elif key.data in self._reading or key.data in self._lingering:
+                            self._wake_r.recv(4096)
+                    elif key.data in self._conns:
                         self._ready(key.data)  # (not if closed earlier in this batch)
                 self._expire(time.monotonic())
         except Exception:
             log.exception("the HTTP server's event loop failed")
         finally:
-            for conn in [*self._reading, *self._lingering]:
+            for conn in self._conns.all():
                 self._close(conn)
             for sock in (self._listener, self._wake_r, self._wake_w):
-                if sock is not None:
-                    sock.close()
+                sock.close()
             self._selector.close()
 
     def _select_timeout(self) -> float:
-        now = time.monotonic()
-        nearest = 1.0
-        for table in (self._reading, self._lingering):
-            if table:
-                nearest = min(nearest, next(iter(table)).deadline - now)
-        return max(0.0, nearest)
+        return max(0.0, self._conns.nearest_deadline(time.monotonic(), 1.0))
 
     def _expire(self, now: float) -> None:
-        # Deadlines grow with insertion order in each table: only the front needs a look.
-        for table in (self._reading, self._lingering):
-            while table:
-                conn = next(iter(table))
-                if conn.deadline > now:
-                    break
-                if conn.state != _LINGER:
-                    self.refused["request_timeout"] += 1
-                    log.debug(
-                        "http request not received in time: closing",
-                        extra={"client": conn.client, "state": conn.state},
-                    )
-                self._close(conn)
+        for conn in self._conns.expired(now):
+            if conn.state != _LINGER:
+                self.refused["request_timeout"] += 1
+                log.debug(
+                    "http request not received in time: closing",
+                    extra={"client": conn.client, "state": conn.state},
+                )
+            self._close(conn)
 
     def _accept(self) -> None:
-        assert self._listener is not None and self._selector is not None
         for _ in range(_ACCEPTS_PER_EVENT):
             try:
                 sock, address = self._listener.accept()
@@ -374,7 +503,7 @@ class HTTPServer:
                 return
             sock.setblocking(False)
             client = str(address[0]) if address else "-"
-            if len(self._reading) + len(self._lingering) >= self.limits.max_connections:
+            if len(self._conns) >= self.limits.max_connections:
                 self._warn(
                     "connections",
                     "too many connections: closing the oldest unfinished one",
@@ -392,16 +521,16 @@ class HTTPServer:
                     sock.close()
                     continue
                 state = _HANDSHAKE
-            conn = _Conn(sock, client, time.monotonic() + self.limits.request_timeout, state)
-            self._reading[conn] = None
+            deadline = time.monotonic() + self.limits.request_timeout
+            conn = _Conn(sock, client, deadline, state, self.limits)
+            self._conns.reading[conn] = None
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _evict_oldest(self) -> bool:
-        for table in (self._lingering, self._reading):
-            if table:
-                self._close(next(iter(table)))
-                return True
-        return False
+        conn = self._conns.oldest()
+        if conn is not None:
+            self._close(conn)
+        return conn is not None
 
     def _ready(self, conn: _Conn) -> None:
         try:
@@ -416,30 +545,22 @@ class HTTPServer:
             self._close(conn)
 
     def _handshake(self, conn: _Conn) -> bool:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+        """Whether the handshake is done (the request can be read)."""
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._want(conn, selectors.EVENT_READ)
-            return False
-        except ssl.SSLWantWriteError:
-            self._want(conn, selectors.EVENT_WRITE)
-            return False
+            events = conn.handshake()
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
             reason = str(getattr(err, "reason", None) or type(err).__name__)
             log.debug("TLS handshake failed", extra={"client": conn.client, "error": reason})
             self.refused["tls_handshake"] += 1
             self._close(conn)
             return False
-        conn.state = _HEAD
-        self._want(conn, selectors.EVENT_READ)
-        return True
+        self._want(conn, events or selectors.EVENT_READ)
+        return not events
 
     def _want(self, conn: _Conn, events: int) -> None:
         if conn.events != events:
             conn.events = events
-            self._selector.modify(conn.sock, events, conn)  # type: ignore[union-attr]
+            self._selector.modify(conn.sock, events, conn)
 
     def _read(self, conn: _Conn) -> None:
         for _ in range(_READS_PER_EVENT):
@@ -456,7 +577,7 @@ class HTTPServer:
             if not data:  # the client gave up
                 self._close(conn)
                 return
-            conn.buf += data
+            conn.reader.buf += data
             if not self._progress(conn):
                 return
         if conn.events != selectors.EVENT_READ:
@@ -464,56 +585,33 @@ class HTTPServer:
 
     def _progress(self, conn: _Conn) -> bool:
         """Look at what has arrived; False once the connection has left the reading state."""
-        limits = self.limits
-        if conn.state == _HEAD:
-            buf = conn.buf
-            while bytes(buf[:1]) in (b"\r", b"\n") and buf:  # empty lines before a request: allowed
-                del buf[:1]
-            end = _head_end(buf, conn.scanned)
-            if end is None:
-                first = buf.find(b"\n")
-                if (first < 0 and len(buf) > limits.max_request_line) or first > (
-                    limits.max_request_line + 1
-                ):
-                    self.refused["malformed"] += 1
-                    return self._fail(conn, HTTPStatus.REQUEST_URI_TOO_LONG)
-                if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
-                    self.refused["malformed"] += 1
-                    return self._fail(conn, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-                conn.scanned = max(0, len(buf) - 3)
-                return True
-            head_end, body_start = end
-            try:
-                conn.head = parse_head(bytes(buf[:head_end]), limits)
-            except _RequestError as err:
-                self.refused["malformed"] += 1
-                return self._fail(conn, err.status)
-            del buf[:body_start]
+        reader = conn.reader
+        try:
+            body = reader.advance()
+        except _RequestError as err:
+            self.refused["malformed"] += 1
+            return self._fail(conn, err.status)
+        if conn.state == _HEAD and reader.head is not None:
             conn.state = _BODY
-            if conn.head.content_length and conn.head.version >= (1, 1) and not buf:
-                expect = dict(conn.head.headers).get("expect", "")
-                if expect.lower() == "100-continue":
-                    with contextlib.suppress(OSError, ValueError):
-                        conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        head = conn.head
-        assert head is not None
-        if len(conn.buf) < head.content_length:
+            if reader.wants_continue():
+                with contextlib.suppress(OSError, ValueError):
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if body is None:
             return True
-        self._dispatch(conn, bytes(conn.buf[: head.content_length]))
+        self._dispatch(conn, body)
         return False
 
     def _dispatch(self, conn: _Conn, body: bytes) -> None:
-        assert conn.head is not None
-        try:
-            self._jobs.put_nowait(_Job(conn.sock, conn.client, conn.head, body))
-        except queue.Full:
+        head = conn.reader.head
+        assert head is not None
+        if not self._pool.submit(_Job(conn.sock, conn.client, head, body)):
             self._warn("busy", "too many HTTP requests waiting: answering 503")
             self.refused["queue_full"] += 1
             self._fail(conn, HTTPStatus.SERVICE_UNAVAILABLE, "Retry-After: 1")
             return
-        del self._reading[conn]
-        self._selector.unregister(conn.sock)  # type: ignore[union-attr]
-        conn.buf = bytearray()
+        # The socket is the worker's now: the loop forgets it without closing it.
+        del self._conns.reading[conn]
+        self._selector.unregister(conn.sock)
 
     def _fail(self, conn: _Conn, status: HTTPStatus, *extra: str) -> bool:
         """Answer an error from the loop, then drain the connection for a moment."""
@@ -525,12 +623,10 @@ class HTTPServer:
         except (OSError, ValueError):
             self._close(conn)
             return False
-        self._reading.pop(conn, None)
         conn.state = _LINGER
-        conn.buf = bytearray()
-        conn.scanned = 0
+        conn.reader = _RequestReader(self.limits)  # what was read is dropped
         conn.deadline = time.monotonic() + self.limits.linger
-        self._lingering[conn] = None
+        self._conns.linger(conn)
         self._want(conn, selectors.EVENT_READ)
         return False
 
@@ -542,16 +638,15 @@ class HTTPServer:
                 return
             except (OSError, ValueError):
                 data = b""
-            conn.scanned += len(data)
-            if not data or conn.scanned > _LINGER_BYTES:
+            conn.drained += len(data)
+            if not data or conn.drained > _LINGER_BYTES:
                 self._close(conn)
                 return
 
     def _close(self, conn: _Conn) -> None:
-        self._reading.pop(conn, None)
-        self._lingering.pop(conn, None)
+        self._conns.discard(conn)
         with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn.sock)  # type: ignore[union-attr]
+            self._selector.unregister(conn.sock)
         conn.sock.close()
 
     def _warn(self, kind: str, message: str, **extra: Any) -> None:
@@ -560,7 +655,40 @@ class HTTPServer:
             self._last_warning[kind] = now
             log.warning(message, extra=extra)
 
-    # -- the workers --
+
+class _WorkerPool:
+    """A fixed pool of threads that run the application on complete requests and write the
+    answers; the requests wait in a bounded queue (a full queue is the loop's ``503``)."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self._server = server
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(server.limits.queue_size)
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self._server.limits.workers):
+            worker = threading.Thread(
+                target=self._work, name=f"smsp-exporter-http-{index}", daemon=True
+            )
+            worker.start()
+            self._threads.append(worker)
+
+    def submit(self, job: _Job) -> bool:
+        """Queue a complete request; False when the queue is full (the job is not taken)."""
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Ask each worker to end once the queue before it is answered (best effort: with the
+        queue full, the daemon threads end with the process)."""
+        for _ in self._threads:
+            try:
+                self._jobs.put_nowait(None)
+            except queue.Full:
+                break
 
     def _work(self) -> None:
         while True:
@@ -576,27 +704,27 @@ class HTTPServer:
                     job.sock.close()
 
     def _environ(self, job: _Job) -> dict[str, Any]:
-        head = job.head
+        server, head = self._server, job.head
         path, _, query = head.target.partition("?")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": head.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
             "QUERY_STRING": query,
-            "SERVER_NAME": self.server_name,
-            "SERVER_PORT": str(self.server_port),
+            "SERVER_NAME": server.server_name,
+            "SERVER_PORT": str(server.server_port),
             "SERVER_PROTOCOL": f"HTTP/{head.version[0]}.{head.version[1]}",
             "REMOTE_ADDR": job.client,
             "CONTENT_LENGTH": str(head.content_length) if head.content_length else "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if self.tls is not None else "http",
+            "wsgi.url_scheme": "https" if server.tls is not None else "http",
             "wsgi.input": io.BytesIO(job.body),
             "wsgi.errors": _ErrorStream(),
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        if self.tls is not None:
+        if server.tls is not None:
             environ["HTTPS"] = "on"
         for name, value in head.headers:
             if "_" in name:  # X_Foo would pass for X-Foo in the environ: dropped, as nginx does
@@ -611,7 +739,7 @@ class HTTPServer:
         return environ
 
     def _answer(self, job: _Job) -> None:
-        status, headers, body = _run(self.app, self._environ(job))
+        status, headers, body = _run(self._server.app, self._environ(job))
         version = "HTTP/1.1" if job.head.version >= (1, 1) else "HTTP/1.0"
         lines = [
             f"{version} {status}",
@@ -628,7 +756,7 @@ class HTTPServer:
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         sent = 0
         try:
-            _send_all(job.sock, data, time.monotonic() + self.limits.write_timeout)
+            _send_all(job.sock, data, time.monotonic() + self._server.limits.write_timeout)
             sent = len(body)
             if not isinstance(job.sock, ssl.SSLSocket):
                 job.sock.shutdown(socket.SHUT_WR)

@@ -8,7 +8,7 @@ no phone number (the exporter never keeps one), no API key, no URL. Each round's
 written in one transaction (SQLite's journal makes it all or nothing), only the segments that
 changed.
 
-Outcomes, as the README's failure table says: at start-up a file that is not a SQLite
+Outcomes, as docs/failure-modes.md says: at start-up a file that is not a SQLite
 database, not ours, of another format version, or that cannot be written is one line on
 stderr and exit 2 (:func:`check`); at run time a failing write is logged once and the state is
 kept in memory only from then on (:meth:`StateStore.save`); never a crash, never wrong counts

@@ -32,15 +32,20 @@ import re
 import secrets
 import ssl
 import threading
+import typing
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal, NoReturn
 
 import bcrypt
-import yaml
+import msgspec
+from msgspec import Meta
 
 from .config import ConfigError
+from .schema import SchemaError, convert, say
+from .yamlfile import YamlFileError, os_reason, read_yaml
 
 __all__ = [
     "AuthResult",
@@ -52,47 +57,22 @@ __all__ = [
     "ssl_context",
 ]
 
-CLIENT_AUTH_TYPES = (
+ClientAuthType = Literal[
     "NoClientCert",
     "RequestClientCert",
     "RequireAnyClientCert",
     "VerifyClientCertIfGiven",
     "RequireAndVerifyClientCert",
-)
+]
+CLIENT_AUTH_TYPES: tuple[str, ...] = typing.get_args(ClientAuthType)
 _VERIFYING = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+TLSVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-_TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
-_TLS_KEYS = (
-    "cert_file",
-    "key_file",
-    "client_auth_type",
-    "client_ca_file",
-    "min_version",
-    "max_version",
-    "prefer_server_cipher_suites",
-)
-# Toolkit keys refused with a reason rather than as unknown.
-_UNSUPPORTED_TLS_KEYS = {
-    "cert": "inline certificates are not supported: use cert_file",
-    "key": "inline keys are not supported: use key_file",
-    "client_ca": "an inline client CA is not supported: use client_ca_file",
-    "cipher_suites": "not supported: the OpenSSL defaults of Python are used",
-    "curve_preferences": "not supported: the OpenSSL defaults of Python are used",
-    "client_allowed_sans": "not supported by smsp-exporter",
-}
-_HTTP_KEYS = ("http2", "headers")
-_HEADER_NAMES = (
-    "Content-Security-Policy",
-    "X-Frame-Options",
-    "X-Content-Type-Options",
-    "X-XSS-Protection",
-    "Strict-Transport-Security",
-)
 _BCRYPT_RE = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
 # Checked against when the user is unknown and no user is configured (BasicAuth makes one at
 # the configured cost otherwise). The hash of a random, forgotten password.
@@ -106,14 +86,84 @@ class WebConfigError(ConfigError):
     """The web configuration is invalid. ``str(err)`` is one line: ``source: key: problem``."""
 
 
+# --------------------------------------------------------------------------------------------
+# The declared shape of the file (the exporter-toolkit's, less what Python cannot honour)
+
+_TLS_FILES = Meta(extra=say(missing="TLS needs cert_file and key_file"))
+
+
 @dataclass(frozen=True)
 class TLSServerConfig:
-    cert_file: Path
-    key_file: Path
-    client_auth_type: str = "NoClientCert"
+    # Toolkit keys refused with a reason rather than as unknown.
+    refused: ClassVar[dict[str, str]] = {
+        "cert": "inline certificates are not supported: use cert_file",
+        "key": "inline keys are not supported: use key_file",
+        "client_ca": "an inline client CA is not supported: use client_ca_file",
+        "cipher_suites": "not supported: the OpenSSL defaults of Python are used",
+        "curve_preferences": "not supported: the OpenSSL defaults of Python are used",
+        "client_allowed_sans": "not supported by smsp-exporter",
+    }
+
+    # Relative paths are made relative to the file's directory by load_web_config.
+    cert_file: Annotated[Path, _TLS_FILES]
+    key_file: Annotated[Path, _TLS_FILES]
+    client_auth_type: ClientAuthType = "NoClientCert"
     client_ca_file: Path | None = None
-    min_version: str = "TLS12"
-    max_version: str = "TLS13"
+    min_version: TLSVersion = "TLS12"
+    max_version: TLSVersion = "TLS13"
+    prefer_server_cipher_suites: bool = True  # accepted: Python's OpenSSL defaults are used
+
+
+_Header = (
+    Annotated[str, Meta(pattern=r"\A[^\r\n]*\Z", extra=say(expected="a one-line string"))] | None
+)
+
+
+class _Headers(msgspec.Struct, frozen=True):  # a Struct: its keys are not Python names
+    """The response headers the toolkit lets one set (None or empty: not sent)."""
+
+    csp: _Header = msgspec.field(default=None, name="Content-Security-Policy")
+    frame_options: _Header = msgspec.field(default=None, name="X-Frame-Options")
+    content_type_options: _Header = msgspec.field(default=None, name="X-Content-Type-Options")
+    xss_protection: _Header = msgspec.field(default=None, name="X-XSS-Protection")
+    hsts: _Header = msgspec.field(default=None, name="Strict-Transport-Security")
+
+
+@dataclass(frozen=True)
+class _HttpServerConfig:
+    http2: bool = True  # accepted and ignored: this server speaks HTTP/1.1
+    headers: _Headers | None = None
+
+
+_User = Annotated[str, Meta(pattern=r"\A[^:]+\Z", extra=say(invalid="invalid user name {got}"))]
+_BcryptHash = Annotated[
+    str,
+    Meta(
+        pattern=rf"\A{_BCRYPT_RE.pattern}\Z",
+        # Never show the hash itself.
+        extra=say(
+            secret=True,
+            invalid="not a bcrypt hash (make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')",
+        ),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _WebConfigFile:
+    expected: ClassVar[str] = (
+        "a mapping with the keys tls_server_config, http_server_config, basic_auth_users"
+    )
+
+    tls_server_config: TLSServerConfig | None = None
+    http_server_config: _HttpServerConfig | None = None
+    basic_auth_users: (
+        Annotated[
+            dict[_User, _BcryptHash],
+            Meta(extra=say(expected="a mapping of user names to bcrypt hashes")),
+        ]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -130,157 +180,61 @@ class WebConfig:
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web configuration file (and the TLS files it names)."""
     source = str(path)
-    path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise WebConfigError(source, "<file>", f"cannot read the file: {_reason(exc)}") from None
-    if len(raw) > _MAX_FILE_BYTES:
-        raise WebConfigError(source, "<file>", "the file is too large")
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise WebConfigError(source, "<yaml>", f"invalid YAML{where}") from None
-    except RecursionError:
-        raise WebConfigError(source, "<yaml>", "the document is nested too deeply") from None
-    config = _Builder(source, path.parent).build(data)
+        _, data = read_yaml(source, _MAX_FILE_BYTES)
+    except YamlFileError as err:
+        raise WebConfigError(source, f"<{err.part}>", err.problem) from None
+    config = _check(data, source, Path(source).parent)
     if config.tls is not None:
         ssl_context(config)  # the certificate, key and CA must load now, not at first request
     return config
 
 
-class _Builder:
-    def __init__(self, source: str, base: Path) -> None:
-        self.source = source
-        self.base = base
+def _check(data: object, source: str, base: Path) -> WebConfig:
+    """The declared shape first, then the rules between keys."""
 
-    def fail(self, key: str, problem: str) -> WebConfigError:
-        return WebConfigError(self.source, key, problem)
+    def fail(key: str, problem: str) -> NoReturn:
+        raise WebConfigError(source, key, problem)
 
-    def mapping(
-        self,
-        data: object,
-        key: str,
-        allowed: tuple[str, ...],
-        refused: Mapping[str, str] | None = None,
-    ) -> Mapping:
-        if data is None:
-            return {}
-        if not isinstance(data, Mapping):
-            raise self.fail(key or "<top level>", f"expected a mapping, got {type(data).__name__}")
-        for name in data:
-            full = f"{key}.{name}" if key else str(name)
-            if refused and name in refused:
-                raise self.fail(full, refused[name])
-            if name not in allowed:
-                raise self.fail(full, f"unknown key (known: {', '.join(allowed)})")
-        return data
-
-    def build(self, data: object) -> WebConfig:
-        top = self.mapping(data, "", _TOP_KEYS)
-        tls = self.tls(top.get("tls_server_config"))
-        users = self.users(top.get("basic_auth_users"))
-        headers = self.http(top.get("http_server_config"))
-        return WebConfig(self.source, tls, users, headers)
-
-    def string(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, "expected a non-empty string")
-        return value
-
-    def file(self, value: object, key: str) -> Path:
-        path = Path(self.string(value, key))
-        return path if path.is_absolute() else self.base / path
-
-    def tls(self, data: object) -> TLSServerConfig | None:
-        prefix = "tls_server_config"
-        section = self.mapping(data, prefix, _TLS_KEYS, _UNSUPPORTED_TLS_KEYS)
-        if not section:
-            return None
-        for name in ("cert_file", "key_file"):
-            if section.get(name) is None:
-                raise self.fail(f"{prefix}.{name}", "missing: TLS needs cert_file and key_file")
-        auth = section.get("client_auth_type", "NoClientCert")
-        if auth not in CLIENT_AUTH_TYPES:
-            raise self.fail(
-                f"{prefix}.client_auth_type",
-                f"invalid value {auth!r} (one of: {', '.join(CLIENT_AUTH_TYPES)})",
-            )
+    if isinstance(data, Mapping) and data.get("tls_server_config") == {}:
+        data = {**data, "tls_server_config": None}  # as in the toolkit: no TLS
+    try:
+        file = convert({} if data is None else data, _WebConfigFile)
+    except SchemaError as err:
+        fail(err.key or "<top level>", err.problem)
+    tls = file.tls_server_config
+    if tls is not None:
+        prefix, auth, ca = "tls_server_config", tls.client_auth_type, tls.client_ca_file
         if auth == "RequireAnyClientCert":
-            raise self.fail(
+            fail(
                 f"{prefix}.client_auth_type",
                 "RequireAnyClientCert (a certificate that is not verified) is not supported: "
                 "use RequireAndVerifyClientCert with client_ca_file",
             )
-        ca = section.get("client_ca_file")
-        ca_path = None if ca is None else self.file(ca, f"{prefix}.client_ca_file")
-        if auth in _VERIFYING and ca_path is None:
-            raise self.fail(f"{prefix}.client_ca_file", f"missing: {auth} needs a client CA")
-        if ca_path is not None and auth not in _VERIFYING:
-            raise self.fail(
+        if auth in _VERIFYING and ca is None:
+            fail(f"{prefix}.client_ca_file", f"missing: {auth} needs a client CA")
+        if ca is not None and auth not in _VERIFYING:
+            fail(
                 f"{prefix}.client_auth_type",
                 f"client_ca_file is set but {auth} does not verify client certificates: "
                 "use RequireAndVerifyClientCert",
             )
-        versions = {}
-        for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
-            value = section.get(name, default)
-            if value not in TLS_VERSIONS:
-                choices = ", ".join(TLS_VERSIONS)
-                raise self.fail(f"{prefix}.{name}", f"invalid value {value!r} (one of: {choices})")
-            versions[name] = value
-        if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
-            raise self.fail(f"{prefix}.min_version", "is above max_version")
-        prefer = section.get("prefer_server_cipher_suites", True)
-        if not isinstance(prefer, bool):
-            raise self.fail(f"{prefix}.prefer_server_cipher_suites", "expected true or false")
-        return TLSServerConfig(
-            cert_file=self.file(section["cert_file"], f"{prefix}.cert_file"),
-            key_file=self.file(section["key_file"], f"{prefix}.key_file"),
-            client_auth_type=auth,
-            client_ca_file=ca_path,
-            **versions,
+        if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+            fail(f"{prefix}.min_version", "is above max_version")
+        tls = replace(
+            tls,
+            cert_file=base / tls.cert_file,
+            key_file=base / tls.key_file,
+            client_ca_file=None if ca is None else base / ca,
         )
-
-    def users(self, data: object) -> tuple[tuple[str, bytes], ...]:
-        if data is None:
-            return ()
-        if not isinstance(data, Mapping):
-            raise self.fail("basic_auth_users", "expected a mapping of user names to bcrypt hashes")
-        users = []
-        for user, hashed in data.items():
-            if not isinstance(user, str) or not user or ":" in user:
-                raise self.fail("basic_auth_users", f"invalid user name {user!r}")
-            # Never show the hash itself.
-            if not isinstance(hashed, str) or not _BCRYPT_RE.fullmatch(hashed):
-                raise self.fail(
-                    f"basic_auth_users.{user}",
-                    "not a bcrypt hash (make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')",
-                )
-            users.append((user, hashed.encode()))
-        return tuple(users)
-
-    def http(self, data: object) -> tuple[tuple[str, str], ...]:
-        section = self.mapping(data, "http_server_config", _HTTP_KEYS)
-        http2 = section.get("http2", True)
-        if not isinstance(http2, bool):  # accepted and ignored: this server speaks HTTP/1.1
-            raise self.fail("http_server_config.http2", "expected true or false")
-        headers = self.mapping(section.get("headers"), "http_server_config.headers", _HEADER_NAMES)
-        out = []
-        for name, value in headers.items():
-            text = "" if value is None else value
-            if not isinstance(text, str) or any(c in text for c in "\r\n"):
-                raise self.fail(f"http_server_config.headers.{name}", "expected a one-line string")
-            if text:
-                out.append((name, text))
-        return tuple(out)
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+    headers = (file.http_server_config or _HttpServerConfig()).headers or _Headers()
+    names = _Headers.__struct_encode_fields__
+    return WebConfig(
+        source,
+        tls,
+        tuple((user, hashed.encode()) for user, hashed in (file.basic_auth_users or {}).items()),
+        tuple((n, v) for n, v in zip(names, msgspec.structs.astuple(headers), strict=True) if v),
+    )
 
 
 def ssl_context(config: WebConfig) -> ssl.SSLContext:
@@ -297,7 +251,7 @@ def ssl_context(config: WebConfig) -> ssl.SSLContext:
             path.open("rb").close()
         except OSError as exc:
             raise WebConfigError(
-                config.source, f"{prefix}.{name}", f"cannot read {path}: {_reason(exc)}"
+                config.source, f"{prefix}.{name}", f"cannot read {path}: {os_reason(exc)}"
             ) from None
     asked = []
 

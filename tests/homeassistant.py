@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from .conftest import free_port
+from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HA_VENV = ROOT / os.environ.get("SMSP_HA_VENV", ".venv-ha")  # as dev.sh (relative: to ROOT)
@@ -125,7 +125,7 @@ http:
 api:
 logger:
   default: info
-# As the README advises: the source sensor's attributes (the whole answer) are not recorded.
+# docs/homeassistant.md: the source sensor's attributes (the whole answer) are not recorded.
 recorder:
   commit_interval: 1
   exclude:

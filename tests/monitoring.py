@@ -3,17 +3,22 @@ config (grafana/, deploy/prometheus/, deploy/alertmanager/)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+import requests
 import yaml
 
-from .conftest import require_tool
+from .helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "smsp-exporter.json"
@@ -73,3 +78,61 @@ def substitute(expr: str, values: dict[str, str], rate_interval: str = "1m") -> 
         return values[match.group(1) or match.group(2)]
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", var, expr)
+
+
+# --- running Prometheus and Alertmanager --------------------------------------------------
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            result = check()
+            if result:
+                return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"{args[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            return requests.get(ready_url, timeout=2).status_code == 200
+
+        wait_for(f"{args[0]} to be ready", ready, timeout=30)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class PromAPI:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        body = answer.json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def series(self, match: str) -> list[dict[str, str]]:
+        answer = requests.get(f"{self.url}/api/v1/series", params={"match[]": match}, timeout=10)
+        body = answer.json()
+        assert body["status"] == "success", (match, body)
+        return body["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return requests.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]

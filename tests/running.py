@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import API_KEY, free_port
+from .helpers import API_KEY, free_port
 
 
 @dataclass

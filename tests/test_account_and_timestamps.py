@@ -11,7 +11,7 @@ from smsp_exporter.config import AccountConfig
 from smsp_exporter.errors import ApiCodeError, InvalidResponse
 from smsp_exporter.simulator import Message
 
-from .conftest import campaign, make_config, samples, scrape, serve, value
+from .helpers import campaign, make_config, samples, scrape, serve, value
 
 
 def me_requests(sim) -> int:

@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import API_KEY, campaign, free_port, require_tool, samples, statuses_of, value
+from .helpers import (
+    API_KEY,
+    BAD_CONFIGS,
+    campaign,
+    expected_key,
+    free_port,
+    require_tool,
+    run_cli,
+    samples,
+    statuses_of,
+    value,
+    write_cli_config,
+)
 from .running import wait_until_up
-from .test_config import BAD_CONFIGS, expected_key
-
-
-def run_cli(*args: str, env=None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "smsp_exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "SMSP_API_KEY": "", **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.parametrize("path", BAD_CONFIGS, ids=lambda p: p.name)
@@ -48,16 +48,8 @@ def test_missing_config_file_exits_2(tmp_path):
     assert "absent.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
-def write_config(tmp_path: Path, url: str, tags=("promo",), extra: str = "") -> Path:
-    path = tmp_path / "config.yaml"
-    tag_lines = "".join(f"  - {t!r}\n" for t in tags)
-    path.write_text(f"api:\n  url: {url}\n  key_file: key.txt\n{extra}tags:\n{tag_lines}")
-    (tmp_path / "key.txt").write_text(API_KEY + "\n")
-    return path
-
-
 def test_config_check_accepts_a_valid_file_and_warns_about_impossible_tags(tmp_path):
-    path = write_config(tmp_path, "http://127.0.0.1:9/v1", tags=("promo", "Promo Noel"))
+    path = write_cli_config(tmp_path, "http://127.0.0.1:9/v1", tags=("promo", "Promo Noel"))
     result = run_cli("--config.file", str(path), "--config.check")
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
@@ -71,40 +63,6 @@ def test_example_config_is_valid():
         "--config.file", str(example), "--config.check", env={"SMSP_API_KEY": "x" * 16}
     )
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture
-def exporter_process(sim, tmp_path):
-
-    sim.add_tag(campaign("promo", 42))
-    port = free_port()
-    path = write_config(tmp_path, sim.url)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smsp_exporter",
-            "--config.file",
-            str(path),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--log.format",
-            "json",
-            "--web.enable-lifecycle",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SMSP_API_KEY": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, proc)
-        yield proc, url, port, path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 def test_serves_metrics_and_stops_cleanly_on_sigterm(exporter_process):
@@ -191,7 +149,7 @@ def test_promtool_check_metrics_flags_only_the_two_contract_names(exporter_proce
 
 @pytest.mark.parametrize("address", ["bogus", "127.0.0.1:99999", "[zz]:1", "::1:9847"])
 def test_bad_listen_address_exits_2_with_one_line(tmp_path, address):
-    path = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    path = write_cli_config(tmp_path, "http://127.0.0.1:9/v1")
     result = run_cli("--config.file", str(path), "--web.listen-address", address)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -199,7 +157,7 @@ def test_bad_listen_address_exits_2_with_one_line(tmp_path, address):
 
 
 def test_deeply_nested_web_config_exits_2_with_one_line(tmp_path):
-    path = write_config(tmp_path, "http://127.0.0.1:9/v1")
+    path = write_cli_config(tmp_path, "http://127.0.0.1:9/v1")
     web = tmp_path / "web.yml"
     web.write_text("[" * 5000 + "]" * 5000 + "\n")
     result = run_cli("--config.file", str(path), "--web.config.file", str(web))
@@ -215,7 +173,7 @@ def starting_on_a_fifo(tmp_path, sim) -> Iterator[tuple[subprocess.Popen, int, i
     Yields the process, the FIFO's write end (write the web config and close it to let
     start-up go on) and the port it will listen on.
     """
-    path = write_config(tmp_path, sim.url)
+    path = write_cli_config(tmp_path, sim.url)
     fifo = tmp_path / "web.yml"
     os.mkfifo(fifo)
     port = free_port()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
+import yaml
 
 from smsp_exporter.config import (
     DEFAULT_API_URL,
@@ -15,14 +18,18 @@ from smsp_exporter.config import (
     CollectionConfig,
     Config,
     ConfigError,
+    ConfigFile,
+    TemplateEntry,
     config_from_dict,
     load_config,
     parse_duration,
 )
+from smsp_exporter.schema import convert
+
+from .helpers import BAD_CONFIGS, expected_key
 
 KEY = "sk-LEAKCANARY-cfg-5e1d7a90b3"
 ROOT = Path(__file__).parent.parent
-BAD_CONFIGS = sorted((Path(__file__).parent / "configs" / "bad").glob("*.yaml"))
 NO_ENV: dict[str, str] = {}
 
 
@@ -160,12 +167,76 @@ def test_the_example_config_loads(monkeypatch):
     assert config.warnings == ()
 
 
-def test_the_example_config_shows_every_key():
+def _example_sections(text: str) -> dict[str, str]:
+    """config.example.yaml cut at its top-level keys: each section's text, comments included."""
+    parts = re.split(r"^(?=[a-z_]+:)", text, flags=re.M)
+    return {part.split(":", 1)[0]: part for part in parts if re.match(r"[a-z_]+:", part)}
+
+
+def _documented_settings(section: str) -> dict[str, str]:
+    """Each setting of a section (``  name: value``, or commented out as ``  # name: value``
+    with a one-word or quoted value, unlike prose) and the comment block just above it."""
+    found: dict[str, str] = {}
+    block: list[str] = []
+    for line in section.splitlines()[1:]:
+        setting = re.fullmatch(r"  (?:# )?([a-z_]+):(?: (\S+|\"[^\"]*\"))?(?:\s+#.*)?", line)
+        if setting and not (line.lstrip().startswith("#") and setting[2] is None):
+            found[setting[1]] = "\n".join(block)
+            block = []
+        elif line.strip().startswith("#"):
+            block.append(line.strip().lstrip("# "))
+        elif not line.strip():
+            block = []
+    return found
+
+
+def test_the_example_documents_exactly_the_declared_keys_and_defaults():
+    """config.example.yaml and the declared structure (ConfigFile) cannot drift apart: the same
+    sections and keys, the defaults and ranges the example states are the declared ones."""
     text = (ROOT / "config.example.yaml").read_text()
-    for name in [*ApiConfig.__dataclass_fields__, "key_file"]:
-        assert re.search(rf"^\s*#?\s*{name}:", text, re.M), name
-    for name in CollectionConfig.__dataclass_fields__:
-        assert re.search(rf"^\s*{name}:", text, re.M), name
+    document = yaml.safe_load(text)
+    sections = _example_sections(text)
+    shape = msgspec.inspect.type_info(ConfigFile)
+    assert isinstance(shape, msgspec.inspect.DataclassType)
+    assert set(sections) == {f.encode_name for f in shape.fields}
+    checked = 0
+    for field in shape.fields:
+        if not isinstance(field.type, msgspec.inspect.DataclassType):
+            continue
+        cls = field.type.cls
+        documented = _documented_settings(sections[field.encode_name])
+        declared = {f.encode_name: f for f in field.type.fields}
+        assert set(documented) == set(declared), field.encode_name
+        for name, comment in documented.items():
+            where = f"{field.encode_name}.{name}"
+            default = declared[name].default
+            if default is msgspec.NODEFAULT:
+                default = declared[name].default_factory()
+            value = (document[field.encode_name] or {}).get(name)
+            if value is not None:  # an active setting shows the default
+                loaded = convert({name: value}, cls)
+                assert getattr(loaded, name) == default, where
+                checked += 1
+            stated = re.search(r"Default: (\S+?)\.?$", comment, re.M)
+            if stated and stated[1] != "none":
+                loaded = convert(yaml.safe_load(f"{name}: {stated[1]}"), cls)
+                assert getattr(loaded, name) == default, where
+                checked += 1
+            elif stated:
+                assert default is None, where
+            kind = declared[name].type
+            while isinstance(kind, msgspec.inspect.Metadata):
+                kind = kind.type
+            if isinstance(kind, msgspec.inspect.CustomType) and "Duration" in comment:
+                positive = "Duration, > 0" in comment
+                assert kind.cls.__name__ == ("Positive" if positive else "") + "Seconds", where
+            elif between := re.search(r"(\d+) to (\d+)", comment):
+                assert (kind.ge, kind.le) == (int(between[1]), int(between[2])), where
+            elif at_least := re.search(r">= (\d+)", comment):
+                assert kind.ge == int(at_least[1]), where
+    assert checked >= 15
+    entries = [entry for entry in document["tags"] if isinstance(entry, dict)]
+    assert {key for entry in entries for key in entry} == set(TemplateEntry.__dataclass_fields__)
     assert "your-api-key" in text
 
 
@@ -844,13 +915,6 @@ def test_tag_with_a_newline_gives_a_one_line_error():
 # The corpus of broken files (shared with the command-line tests)
 
 
-def expected_key(path: Path) -> str:
-    first = path.read_text().splitlines()[0]
-    match = re.match(r"#\s*expect:\s*(\S.*?)\s*$", first)
-    assert match, f"{path.name} lacks its '# expect: KEY' first line"
-    return match.group(1)
-
-
 def test_the_corpus_is_there():
     assert len(BAD_CONFIGS) >= 12
 
@@ -872,3 +936,69 @@ def test_broken_config_fails_the_same_with_an_environment_key(path):
         pytest.skip("the environment key replaces the faulty one")
     err = load_error(path, env={"SMSP_API_KEY": "sk-CORPUS-env-000000"})
     assert err.key == key
+
+
+# --------------------------------------------------------------------------------------------
+# The declared structure itself
+
+
+def test_sections_are_frozen_dataclasses_other_modules_can_replace():
+    """probe.py and the tests use dataclasses.replace on the sections and on Config."""
+    config = config_from_dict({"api": {"key": KEY}, "tags": ["a"]}, env=NO_ENV)
+    smaller = dataclasses.replace(config.api, concurrency=2)
+    assert smaller.concurrency == 2 and smaller.key == KEY and KEY not in repr(smaller)
+    assert dataclasses.replace(config, tags=()).api is config.api
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.collection.mode = "background"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("section", "data", "key", "problem"),
+    [
+        ("api", {"max_requests_per_second": 10**400}, "api.max_requests_per_second", "too large"),
+        ("probe", {"allowed_tags": "a"}, "probe.allowed_tags", "(write it as a list"),
+        ("probe", {"allowed_pattern": "a("}, "probe.allowed_pattern", "invalid regular exp"),
+        ("api", {"max_response_bytes": "8 MB"}, "api.max_response_bytes", "expected a size"),
+        ("account", {"enabled": "yes"}, "account.enabled", "expected true or false, got 'yes'"),
+        ("account", {"enable": True}, "account.enable", "unknown key (did you mean 'enabled'?)"),
+    ],
+)
+def test_more_declared_checks(section, data, key, problem):
+    base = {"api": {"key": KEY}, "tags": ["a"]}
+    base[section] = {**base.get(section, {}), **data}  # type: ignore[dict-item]
+    err = dict_error(base)
+    assert err.key == key and problem in err.problem, str(err)
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"state_file": 3}, "collection.state_file", "expected a file path, got 3"),
+        ({"state_file": "  "}, "collection.state_file", "expected a file path, got '  '"),
+        ({"report_deadline": "0s"}, "collection.report_deadline", "must be greater than 0"),
+        ({"report_deadline": "2d1h"}, None, None),
+        ({"incremental": "no"}, "collection.incremental", "expected true or false, got 'no'"),
+        (
+            {"incremental_": True},
+            "collection.incremental_",
+            "unknown key (did you mean 'incremental'?)",
+        ),
+    ],
+)
+def test_incremental_collection_settings(data, key, problem):
+    document = {"api": {"key": KEY}, "collection": data, "tags": ["a"]}
+    if key is None:
+        assert config_from_dict(document, env=NO_ENV).collection.report_deadline == 49 * 3600
+        return
+    err = dict_error(document)
+    assert err.key == key and err.problem.startswith(problem), str(err)
+
+
+def test_state_file_is_relative_to_the_config_files_directory(tmp_path, monkeypatch):
+    path = write(tmp_path, minimal(rest="collection:\n  state_file: state/s.db\ntags: [a]\n"))
+    monkeypatch.chdir("/")
+    config = load_config(path, env=NO_ENV)
+    assert config.collection.state_file == str(tmp_path / "state" / "s.db")
+    assert config.collection.incremental is True
+    assert config.collection.report_deadline == 48 * 3600
+    assert load_config(write(tmp_path, minimal()), env=NO_ENV).collection.state_file is None

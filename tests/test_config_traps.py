@@ -17,7 +17,7 @@ import requests
 
 from smsp_exporter.config import ConfigError, config_from_dict, load_config
 
-from .conftest import API_KEY, campaign, free_port, samples
+from .helpers import API_KEY, campaign, free_port, samples
 from .running import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent

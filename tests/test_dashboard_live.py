@@ -15,9 +15,8 @@ import yaml
 
 from smsp_exporter.config import AccountConfig, config_from_dict
 
-from .conftest import API_KEY, campaign, free_port, require_tool, serve
-from .monitoring import RECORDING_RULES, load_dashboard, substitute
-from .test_e2e_alerting import PromAPI, process, wait_for
+from .helpers import API_KEY, campaign, free_port, require_tool, serve
+from .monitoring import RECORDING_RULES, PromAPI, load_dashboard, process, substitute, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

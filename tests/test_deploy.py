@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import API_KEY, SYSTEM_TOOLS, free_port, require_tool
+from .helpers import API_KEY, SYSTEM_TOOLS, free_port, require_tool, run_cli
 from .running import wait_until_up
-from .test_cli import run_cli
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

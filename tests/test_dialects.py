@@ -16,8 +16,17 @@ from smsp_exporter.parse import parse_page, parse_page_reference
 from smsp_exporter.simulator import DIALECTS, Message, Simulator
 from smsp_exporter.simulator import main as simulator_main
 
-from .conftest import API_KEY, campaign, make_config, samples, scrape, serve, statuses_of, value
-from .test_exporter import expected_statuses
+from .helpers import (
+    API_KEY,
+    campaign,
+    expected_statuses,
+    make_config,
+    samples,
+    scrape,
+    serve,
+    statuses_of,
+    value,
+)
 
 TAG = "dialecte"
 NEIGHBOUR = "voisin"

@@ -21,14 +21,12 @@ run fits in them. The `for:` semantics themselves are unit-tested at full length
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import re
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,17 +39,20 @@ import yaml
 from smsp_exporter.config import AccountConfig
 from smsp_exporter.simulator import Message, Simulator
 
-from .conftest import API_KEY, free_port, make_config, serve
+from .helpers import API_KEY, free_port, make_config, serve
 from .monitoring import (
     ALERT_RULES,
     ALERTMANAGER_YML,
     PROMETHEUS_YML,
     RECORDING_RULES,
     RULE_FILES,
+    PromAPI,
     binary,
     load_dashboard,
     panels,
+    process,
     substitute,
+    wait_for,
 )
 
 JOB = "smsp-exporter"
@@ -134,41 +135,6 @@ class LongLivedTags:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout=10)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(requests.RequestException):
-            result = check()
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
-
-
-@contextlib.contextmanager
-def process(args: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"{args[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            return requests.get(ready_url, timeout=2).status_code == 200
-
-        wait_for(f"{args[0]} to be ready", ready, timeout=30)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Webhook:
@@ -280,26 +246,6 @@ def prometheus_config(path: Path, exporter: str, alertmanager: str, alert_rules:
     job.update(scrape_interval="2s", scrape_timeout="2s", static_configs=[{"targets": [exporter]}])
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return str(path)
-
-
-class PromAPI:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = answer.json()
-        assert body["status"] == "success", (expr, body)
-        return body["data"]["result"]
-
-    def series(self, match: str) -> list[dict[str, str]]:
-        answer = requests.get(f"{self.url}/api/v1/series", params={"match[]": match}, timeout=10)
-        body = answer.json()
-        assert body["status"] == "success", (match, body)
-        return body["data"]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return requests.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
 
 
 @pytest.fixture

@@ -17,14 +17,17 @@ from smsp_exporter.exporter import Exporter
 from smsp_exporter.logs import add_secret, clear_secrets, setup_logging
 from smsp_exporter.simulator import Message
 
-from .conftest import API_KEY, campaign, make_config, samples, scrape, serve, statuses_of, value
-
-DOCUMENTED = {"Delivered", "Not delivered", "Waiting"}
-
-
-def expected_statuses(sim, tag):
-    truth = sim.expected(tag)["statuses"]
-    return {status: float(truth.get(status, 0)) for status in DOCUMENTED | set(truth)}
+from .helpers import (
+    API_KEY,
+    campaign,
+    expected_statuses,
+    make_config,
+    samples,
+    scrape,
+    serve,
+    statuses_of,
+    value,
+)
 
 
 def test_exact_counts_for_several_tags_across_pages(sim):

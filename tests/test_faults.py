@@ -26,8 +26,16 @@ import requests
 from smsp_exporter.logs import _Formatter, add_secret, clear_secrets, setup_logging
 from smsp_exporter.simulator import Message, Simulator
 
-from .conftest import API_KEY, campaign, make_config, samples, serve, statuses_of, value
-from .test_exporter import expected_statuses
+from .helpers import (
+    API_KEY,
+    campaign,
+    expected_statuses,
+    make_config,
+    samples,
+    serve,
+    statuses_of,
+    value,
+)
 
 MODES = ["scrape", "background"]
 SCRAPE_TIMEOUT = 2.0  # what Prometheus announces in X-Prometheus-Scrape-Timeout-Seconds

@@ -32,7 +32,7 @@ import requests
 from smsp_exporter.homeassistant import demo_package, package
 from smsp_exporter.simulator import DEMO_TAGS
 
-from .conftest import API_KEY, campaign, free_port
+from .helpers import API_KEY, campaign, free_port
 from .homeassistant import HomeAssistant, home_assistant
 from .running import wait_until_up
 

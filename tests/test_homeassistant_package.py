@@ -16,7 +16,7 @@ from smsp_exporter import homeassistant
 from smsp_exporter.cli import main
 from smsp_exporter.simulator import DEMO_TAGS
 
-from .conftest import API_KEY
+from .helpers import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "homeassistant" / "smsp-exporter.yaml"

@@ -14,7 +14,7 @@ import requests
 
 from smsp_exporter.web import DEFAULT_WORKERS
 
-from .conftest import API_KEY, campaign, make_config, samples, serve, value
+from .helpers import API_KEY, campaign, make_config, samples, serve, value
 
 
 def raw(url: str, request: bytes, timeout: float = 5.0) -> bytes:

@@ -20,7 +20,7 @@ from smsp_exporter.config import config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.simulator import Message, Simulator, TagSpec
 
-from .conftest import samples, scrape, serve, statuses_of, value
+from .helpers import samples, scrape, serve, statuses_of, value
 
 KEY = "inc-test-key"
 # A tag of 50,000 messages at t=0 that keeps growing at 20 a second (a long-lived OTP tag);

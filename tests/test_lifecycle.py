@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from .conftest import API_KEY, campaign
+from .helpers import API_KEY, campaign
 from .running import exporter_process, write_config
 
 # Far longer than a clean stop may take: a stop that waits for the upstream shows at once.

@@ -12,9 +12,8 @@ import time
 import pytest
 import requests
 
-from .conftest import API_KEY, campaign, samples, statuses_of, value
+from .helpers import API_KEY, campaign, expected_statuses, samples, statuses_of, value
 from .running import exporter_process, write_config
-from .test_exporter import expected_statuses
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)"

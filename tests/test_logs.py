@@ -23,9 +23,10 @@ from urllib3.util.retry import Retry
 
 from smsp_exporter.logs import add_secret, clear_secrets, redact, setup_logging
 
+from .helpers import parse_logfmt
+
 SECRET = "sk-LOGCANARY-3e8b1c9d7a2f"
 TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
-LOGFMT_PAIR = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 log = logging.getLogger("smsp_exporter.test")
 
@@ -44,24 +45,6 @@ def _restore_logging() -> Iterator[None]:
         sys.excepthook, threading.excepthook = hooks
         logging.captureWarnings(False)
         clear_secrets()
-
-
-def parse_logfmt(line: str) -> dict[str, str]:
-    """A strict enough logfmt reader: the whole line must be key=value pairs."""
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(line):
-        match = LOGFMT_PAIR.match(line, pos)
-        assert match, f"not logfmt at {pos}: {line[pos:]!r}"
-        key, raw = match.groups()
-        if raw.startswith('"'):
-            raw = json.loads(raw)  # same escapes: \\ \" \n \r \t \uXXXX
-        out[key] = raw
-        pos = match.end()
-        if pos < len(line):
-            assert line[pos] == " ", line
-            pos += 1
-    return out
 
 
 def capture(fmt: str, emit: Callable[[], None], level: str = "debug") -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from .conftest import free_port
+from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

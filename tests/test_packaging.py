@@ -25,7 +25,7 @@ import requests
 
 from smsp_exporter import __version__
 
-from .conftest import API_KEY, free_port, require_tool
+from .helpers import API_KEY, free_port, require_tool
 from .running import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from smsp_exporter.client import SmsPartnerClient
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.probe import ProbeApp
 
-from .conftest import API_KEY, campaign, samples, scrape, serve, statuses_of, value
+from .helpers import API_KEY, campaign, samples, scrape, serve, statuses_of, value
 
 
 def probe_config(sim, **extra):

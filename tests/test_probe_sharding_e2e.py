@@ -18,7 +18,7 @@ import yaml
 
 from smsp_exporter.config import config_from_dict
 
-from .conftest import API_KEY, campaign, free_port, require_tool, serve
+from .helpers import API_KEY, campaign, free_port, require_tool, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "prometheus" / "prometheus-sharded.yml"

@@ -14,8 +14,7 @@ from smsp_exporter.config import load_config
 from smsp_exporter.logs import clear_secrets, redact
 from smsp_exporter.reload import Reloader
 
-from .conftest import API_KEY, campaign, samples, value
-from .test_cli import exporter_process, write_config  # noqa: F401 (a fixture)
+from .helpers import API_KEY, campaign, samples, value, write_cli_config
 
 
 def metrics(url: str) -> dict:
@@ -32,7 +31,7 @@ def eventually(check: Callable[[], bool], limit: float = 10) -> None:
 
 
 @pytest.fixture
-def running(exporter_process, sim):  # noqa: F811
+def running(exporter_process, sim):
     """The exporter as a process, on a config file watching the tag "promo"."""
     proc, url, _, path = exporter_process
     sim.add_tag(campaign("relance", 5))
@@ -45,7 +44,7 @@ def test_sighup_reloads_the_tags(running, sim):
     assert value(before, "sms_up", tag="promo") == 1
     assert value(before, "sms_up", tag="relance") is None
     assert value(before, "sms_config_last_reload_successful") == 1
-    write_config(tmp_path, sim.url, tags=("promo", "relance"))
+    write_cli_config(tmp_path, sim.url, tags=("promo", "relance"))
     proc.send_signal(signal.SIGHUP)
     eventually(lambda: value(metrics(url), "sms_up", tag="relance") == 1)
     after = metrics(url)
@@ -70,7 +69,7 @@ def test_post_reload_and_a_bad_config_keeps_the_old_one(running, sim):
     assert value(bad, "sms_config_last_reload_success_timestamp_seconds") == stamp
     assert value(bad, "sms_up", tag="promo") == 1  # the old config keeps serving
 
-    write_config(tmp_path, sim.url, tags=("relance",))
+    write_cli_config(tmp_path, sim.url, tags=("relance",))
     answer = requests.post(f"{url}/-/reload", timeout=10)
     assert answer.status_code == 200
     good = metrics(url)
@@ -88,7 +87,7 @@ def test_post_reload_and_a_bad_config_keeps_the_old_one(running, sim):
 
 def test_a_reloaded_key_is_registered_for_redaction(sim, tmp_path):
     new_key = "sk-ROTATED-0c8e1d2f3a4b5c6d"
-    path = write_config(tmp_path, sim.url)
+    path = write_cli_config(tmp_path, sim.url)
     reloader = Reloader(lambda: load_config(path), load_config(path))
     try:
         (tmp_path / "key.txt").write_text(new_key + "\n")
@@ -104,7 +103,7 @@ def test_a_reloaded_key_is_registered_for_redaction(sim, tmp_path):
 def test_reload_during_a_scrape_closes_the_old_exporter_only_after_it(sim, tmp_path):
     sim.add_tag(campaign("promo", 42))  # 5 pages of 10
     sim.latency = 0.3
-    path = write_config(tmp_path, sim.url)
+    path = write_cli_config(tmp_path, sim.url)
     reloader = Reloader(lambda: load_config(path), load_config(path))
     old = reloader.exporter
     closed_at: list[float] = []
@@ -138,7 +137,7 @@ def test_probe_and_tags_api_follow_the_reloaded_config(running, sim):
     assert requests.get(f"{url}/probe", params={"tag": "relance"}, timeout=10).status_code == 403
     tags_before = requests.get(f"{url}/api/v1/tags", timeout=10).json()
     assert "relance" not in str(tags_before)
-    write_config(
+    write_cli_config(
         tmp_path,
         sim.url,
         tags=("promo", "relance"),

@@ -10,7 +10,7 @@ import pytest
 from smsp_exporter.config import ConfigError, config_from_dict
 from smsp_exporter.tags import expand_tags, parse_template
 
-from .conftest import API_KEY, campaign, samples, scrape, serve, value
+from .helpers import API_KEY, campaign, samples, scrape, serve, value
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 

@@ -26,7 +26,7 @@ from smsp_exporter.reload import Reloader, reload_route
 from smsp_exporter.web import ExporterServer, Route
 from smsp_exporter.webconfig import WebConfig
 
-from .conftest import API_KEY, campaign, make_config, samples, serve, value
+from .helpers import API_KEY, campaign, make_config, samples, serve, value
 from .running import write_config
 
 PATIENT = {"X-Prometheus-Scrape-Timeout-Seconds": "10"}

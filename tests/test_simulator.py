@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import signal
@@ -12,11 +13,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+import smsp_exporter.simulator as simulator_package
 from smsp_exporter.simulator import (
     DEFAULT_START_TIME,
     DEMO_TAGS,
@@ -697,6 +700,61 @@ def test_control_endpoints(sim: Simulator, http: requests.Session) -> None:
     assert http.get(f"{control}/tag", timeout=5).status_code == 405
 
 
+def test_control_clock_and_tag_removal(sim: Simulator, http: requests.Session) -> None:
+    control = f"{sim.base_url}/_sim"
+    assert http.post(f"{control}/freeze", json={"at": 42.5}, timeout=5).json() == {
+        "ok": True,
+        "now": 42.5,
+    }
+    assert sim.frozen and sim.now() == 42.5
+    answer = http.post(f"{control}/unfreeze", timeout=5).json()
+    assert answer["ok"] is True and answer["now"] >= 42.5 and not sim.frozen
+    assert http.post(f"{control}/freeze", timeout=5).json()["now"] >= 42.5  # at: now
+    assert sim.frozen
+    removed = http.post(f"{control}/remove-tag", json={"name": "other"}, timeout=5)
+    assert removed.json() == {"ok": True} and sim.tags() == ["promo"]
+    again = http.post(f"{control}/remove-tag", json={"name": "other"}, timeout=5)
+    assert again.status_code == 404
+    assert http.get(f"{control}/expected", params={"tag": "other"}, timeout=5).status_code == 404
+    assert http.get(f"{control}/expected", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"name": 5}', b'{"name": "x", "messages": "many"}'],
+)
+def test_control_rejects_a_bad_body_with_400(
+    sim: Simulator, http: requests.Session, body: bytes
+) -> None:
+    answer = http.post(f"{sim.base_url}/_sim/tag", data=body, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["ok"] is False
+    assert sim.stats()["errors"] == 0 and sim.tags() == ["promo", "other"]
+    # the connection is still good for the API
+    assert get(http, sim, tag="other").status_code == 200
+
+
+def test_a_simulator_bug_is_a_500_counted_and_the_server_goes_on() -> None:
+    broken = threading.Event()
+    broken.set()
+
+    def clock() -> float:
+        if broken.is_set():
+            broken.clear()
+            raise ZeroDivisionError("a bug in the clock")
+        return 0.0
+
+    with Simulator(tags=[OTHER], clock=clock) as s, requests.Session() as session:
+        answer = get(session, s, tag="other")
+        assert answer.status_code == 500
+        assert answer.json() == {"success": False, "code": 500, "message": "simulator bug"}
+        stats = s.stats()
+        assert stats["errors"] == 1 and stats["in_flight"] == 0
+        assert stats["by_status"] == {}  # no answer of the API was written
+        assert s.last_error is not None and "ZeroDivisionError" in s.last_error
+        assert get(session, s, tag="other").status_code == 200
+
+
 def test_stop_is_prompt_and_the_port_then_refuses(http: requests.Session) -> None:
     s = Simulator(tags=[OTHER]).start()
     assert get(http, s, tag="other").status_code == 200  # leaves an idle keep-alive connection
@@ -750,6 +808,27 @@ def test_command_line_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_the_simulator_modules_use_only_each_others_public_names() -> None:
+    """The parts talk through public hooks: no module reads another object's private attribute
+    or imports another module's private name (the HTTP handler once called the Simulator's)."""
+    package = Path(simulator_package.__file__).parent
+    offences = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                owner = node.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                if not mine and not node.attr.startswith("__"):
+                    offences.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and node.level:
+                offences += [
+                    f"{path.name}:{node.lineno}: import {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_")
+                ]
+    assert offences == []
 
 
 def test_long_lived_tags_and_listing_orders():

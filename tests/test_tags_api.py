@@ -15,7 +15,7 @@ import yaml
 
 from smsp_exporter.config import AccountConfig
 
-from .conftest import campaign, make_config, serve
+from .helpers import campaign, make_config, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "api" / "tags-v1.schema.json").read_text())

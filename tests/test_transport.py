@@ -14,14 +14,13 @@ import time
 import tracemalloc
 
 import pytest
-import requests
 
 from smsp_exporter import transport
 from smsp_exporter.client import SmsPartnerClient
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.errors import HttpStatusError
 
-from .conftest import API_KEY, campaign, make_config, samples, serve, value
+from .helpers import API_KEY, campaign, make_config, reasons, serve, timed_scrape, value
 from .hostile_upstream import (
     HostileUpstream,
     endless,
@@ -47,25 +46,6 @@ def hostile_config(url: str, tags, **api):
     return config_from_dict({"api": section, "tags": list(tags)}, source="<test>")
 
 
-def scrape(url: str, timeout: float) -> tuple[dict, float]:
-    began = time.monotonic()
-    response = requests.get(
-        f"{url}/metrics",
-        headers={"X-Prometheus-Scrape-Timeout-Seconds": str(timeout)},
-        timeout=timeout + 30,
-    )
-    assert response.status_code == 200
-    return samples(response.text), time.monotonic() - began
-
-
-def reasons(found: dict, tag: str) -> dict[str, float]:
-    return {
-        dict(labels)["reason"]: v
-        for (name, labels), v in found.items()
-        if name == "sms_api_errors_total" and dict(labels)["tag"] == tag and v
-    }
-
-
 # --- 6: a total deadline per request -----------------------------------------------------------
 
 
@@ -77,7 +57,7 @@ def test_a_trickling_answer_fails_its_tag_with_timeout_within_api_timeout(behavi
     with HostileUpstream({"lent": behaviour(interval=0.5, limit=30)}) as up:
         config = hostile_config(up.url, ["lent", "vif", "alerte"], timeout="1s", retries=0)
         with serve(config) as url:
-            found, elapsed = scrape(url, 8.0)
+            found, elapsed = timed_scrape(url, 8.0)
         held = [s.held for s in up.requests_for("lent")]
     assert value(found, "sms_up", tag="lent") == 0
     assert reasons(found, "lent") == {"timeout": 1}
@@ -244,7 +224,7 @@ def test_a_redirect_is_refused_and_the_key_never_reaches_the_other_host():
                 source="<test>",
             )  # fmt: skip
             with serve(config) as url:
-                found, _ = scrape(url, 5.0)
+                found, _ = timed_scrape(url, 5.0)
             asked = up.requests_for("ailleurs")
     assert elsewhere.seen == [], "a request reached the redirect's target"
     assert len(asked) == 1  # not retried either
@@ -296,13 +276,13 @@ def test_collection_resumes_after_the_capped_retry_after(sim, monkeypatch):
     sim.add_tag(campaign("limite", 5))
     sim.set_fault(None, "rate_limit", retry_after=100000, times=1)
     with serve(make_config(sim, ["limite"], retries=0)) as url:
-        found, _ = scrape(url, 3.0)
+        found, _ = timed_scrape(url, 3.0)
         assert reasons(found, "limite") == {"http_429": 1}
         deadline = time.monotonic() + 6
         while value(found, "sms_up", tag="limite") != 1:
             assert time.monotonic() < deadline, "collection never resumed"
             time.sleep(0.3)
-            found, _ = scrape(url, 3.0)
+            found, _ = timed_scrape(url, 3.0)
 
 
 # --- the watchdog itself -----------------------------------------------------------------------

@@ -4,8 +4,6 @@ scrubbed before it is cut, and no key-file path (which may be the key) in a conf
 
 from __future__ import annotations
 
-import io
-import logging
 import re
 
 import pytest
@@ -19,14 +17,22 @@ from smsp_exporter.errors import (
     HttpStatusError,
     scrub_api_message,
 )
-from smsp_exporter.logs import _Formatter, add_secret, clear_secrets, setup_logging
 from smsp_exporter.simulator import Message
 
-from .conftest import API_KEY, campaign, make_config, serve, statuses_of, value
-from .test_transport import reasons, scrape
+from .helpers import (
+    API_KEY,
+    campaign,
+    make_config,
+    reasons,
+    serve,
+    statuses_of,
+    timed_scrape,
+    value,
+)
 
-# Every reason sms_api_errors_total / sms_account_errors_total may carry (README, "Failure
-# behaviour"): the fixed ones, one per documented API code, one per real HTTP error status.
+# Every reason sms_api_errors_total / sms_account_errors_total may carry (docs/failure-modes.md,
+# "Label values stay bounded"): the fixed ones, one per documented API code, one per real HTTP
+# error status.
 FIXED_REASONS = {
     "timeout",
     "connection",
@@ -60,7 +66,7 @@ def test_a_tag_whose_pages_each_bring_new_statuses_cannot_flood_the_series(sim):
     )
     sim.add_tag(campaign("calme", 25))
     with serve(make_config(sim, ["babel", "varie", "calme"])) as url:
-        found, _ = scrape(url, 5.0)
+        found, _ = timed_scrape(url, 5.0)
     series = [labels for (name, labels) in found if name == "sms_status_total"]
     assert len(series) <= 3 * 50 + 3 * 3, len(series)
     assert value(found, "sms_up", tag="babel") == 0
@@ -89,7 +95,7 @@ def test_error_reasons_stay_in_the_documented_set(sim):
     for tag, status in ODD_STATUSES.items():
         sim.set_fault(tag, "http_status", status=status)
     with serve(make_config(sim, tags, retries=0)) as url:
-        found, _ = scrape(url, 5.0)
+        found, _ = timed_scrape(url, 5.0)
     every = {dict(labels)["reason"] for (name, labels) in found if name == "sms_api_errors_total"}
     assert every <= BOUNDED_REASONS, every - BOUNDED_REASONS
     for tag in ODD_CODES:
@@ -131,23 +137,6 @@ def test_the_api_message_is_still_readable():
     assert long.endswith("...") and len(long) <= 203 and "mo..." not in long
 
 
-@pytest.fixture
-def both_logs():
-    """Every log line of the block, in logfmt and in JSON, with the key registered as secret."""
-    json_logs, logfmt_logs = io.StringIO(), io.StringIO()
-    setup_logging("debug", "json", stream=json_logs)
-    second = logging.StreamHandler(logfmt_logs)
-    second.setFormatter(_Formatter("logfmt"))
-    logging.getLogger().addHandler(second)
-    add_secret(API_KEY)
-    try:
-        yield lambda: {"json": json_logs.getvalue(), "logfmt": logfmt_logs.getvalue()}
-    finally:
-        logging.getLogger().removeHandler(second)
-        setup_logging("info", "logfmt")
-        clear_secrets()
-
-
 def test_an_api_message_echoing_the_key_at_the_cut_leaks_none_of_it(sim, both_logs):
     """Over HTTP: the API answers code 10 with a message quoting the key so that the 200th
     character falls in its first letters (`sk-LEAKC`, no digit among them)."""
@@ -156,7 +145,7 @@ def test_an_api_message_echoing_the_key_at_the_cut_leaks_none_of_it(sim, both_lo
     sim.add_tag(campaign("cible", 3))
     sim.set_fault("cible", "api_error", code=10, message=message)
     with serve(make_config(sim, ["cible"])) as url:
-        found, _ = scrape(url, 5.0)
+        found, _ = timed_scrape(url, 5.0)
     assert reasons(found, "cible") == {"api_code_10": 1}
     logs = "".join(both_logs().values())
     assert "Clé API incorrecte" in logs  # the message was logged...
@@ -199,15 +188,15 @@ def test_a_key_pasted_as_the_key_file_path_is_never_printed(tmp_path, origin, co
     assert "\n" not in text
 
 
-def test_the_readme_lists_the_reason_set():
-    """README's failure section is the operators' list: it must stay the code's."""
+def test_the_failure_modes_page_lists_the_reason_set():
+    """docs/failure-modes.md is the operators' list of reasons: it must stay the code's."""
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    page = (Path(__file__).parent.parent / "docs" / "failure-modes.md").read_text()
     for reason in FIXED_REASONS:
-        assert f"`{reason}`" in readme, reason
+        assert f"`{reason}`" in page, reason
     codes = ", ".join(str(code) for code in sorted(DOCUMENTED_API_CODES))
-    assert codes in readme.replace("\n", " ")
+    assert codes in page.replace("\n", " ")
 
 
 def test_404_keeps_its_own_reason_the_runbook_names():

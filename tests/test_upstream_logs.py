@@ -12,10 +12,7 @@ import pytest
 
 from smsp_exporter.config import AccountConfig
 
-from .conftest import API_KEY, campaign, make_config, serve
-from .test_logs import parse_logfmt
-from .test_transport import scrape
-from .test_upstream_bounds import both_logs  # noqa: F401  (a fixture)
+from .helpers import API_KEY, campaign, make_config, parse_logfmt, serve, timed_scrape
 
 UNKNOWN_HOST = "api.smsp.invalid"
 
@@ -63,7 +60,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_connection_error_names_the_host_and_the_cause(sim, both_logs, request, case):  # noqa: F811
+def test_a_connection_error_names_the_host_and_the_cause(sim, both_logs, request, case):
     reason, cause = CASES[case]
     sim.add_tag(campaign("cible", 3))
     if case == "refused":
@@ -81,7 +78,7 @@ def test_a_connection_error_names_the_host_and_the_cause(sim, both_logs, request
         host = f"127.0.0.1:{sim.port}"
         url = sim.url
     with serve(make_config(sim, ["cible"], url=url, timeout="0.5s", retries=0)) as exporter:
-        scrape(exporter, 5.0)
+        timed_scrape(exporter, 5.0)
     logs = both_logs()
     failures = records(logs, "collecting tag failed")
     assert len(failures) == 1, logs
@@ -94,22 +91,22 @@ def test_a_connection_error_names_the_host_and_the_cause(sim, both_logs, request
     assert_no_key(logs)
 
 
-def test_an_account_reading_failure_is_logged_once_per_change(sim, both_logs):  # noqa: F811
+def test_an_account_reading_failure_is_logged_once_per_change(sim, both_logs):
     """Three failed readings log one warning with the reason; the reading that works again
     logs one line too; a working reading logs nothing."""
     sim.add_tag(campaign("cible", 3))
     config = replace(make_config(sim, ["cible"], retries=0), account=AccountConfig(enabled=True))
     with serve(config) as exporter:
-        scrape(exporter, 5.0)
+        timed_scrape(exporter, 5.0)
         sim.set_fault(None, "api_error", code=10, endpoint="me")
         for _ in range(3):
-            scrape(exporter, 5.0)
+            timed_scrape(exporter, 5.0)
         sim.clear_faults()
         sim.set_fault(None, "http_status", status=500, endpoint="me")
-        scrape(exporter, 5.0)
+        timed_scrape(exporter, 5.0)
         sim.clear_faults()
         for _ in range(2):
-            scrape(exporter, 5.0)
+            timed_scrape(exporter, 5.0)
     logs = both_logs()
     failed = records(logs, "reading the account's credit failed")
     assert [j["reason"] for j, _ in failed] == ["api_code_10", "http_500"]

@@ -15,7 +15,7 @@ from smsp_exporter.collector import WAITING_AGE_BUCKETS, families, waiting_age_b
 from smsp_exporter.simulator import Message
 from smsp_exporter.snapshot import Snapshot, TagState
 
-from .conftest import make_config, require_tool, samples, serve, value
+from .helpers import make_config, require_tool, samples, serve, value
 
 NOW = 1_764_000_000
 

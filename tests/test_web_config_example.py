@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from smsp_exporter.web import ExporterServer
 from smsp_exporter.webconfig import load_web_config
 
-from .conftest import require_tool
+from .helpers import require_tool
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "web-config.example.yml"
 PASSWORD = "change-me"  # the example's documented password

@@ -12,7 +12,7 @@ import trustme
 
 from smsp_exporter.webconfig import WebConfigError, load_web_config
 
-from .conftest import require_tool
+from .helpers import require_tool
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "web-config.example.yml"
 
@@ -127,3 +127,59 @@ def test_cli_exits_2_with_one_line_on_a_bad_web_config(tmp_path):
     assert len(lines) == 1 and "basic_auth_users.alice" in lines[0]
     assert "plaintext-password" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tls_server_confg: {}\n",
+            "tls_server_confg: unknown key (did you mean 'tls_server_config'?)",
+        ),
+        (
+            "http_server_config:\n  headers:\n    X-Frame-Option: DENY\n",
+            "http_server_config.headers.X-Frame-Option: unknown key "
+            "(did you mean 'X-Frame-Options'?)",
+        ),
+        (
+            'http_server_config:\n  headers:\n    X-Frame-Options: "DENY\\r\\nSet-Cookie: a=b"\n',
+            "http_server_config.headers.X-Frame-Options: expected a one-line string",
+        ),
+        (
+            "http_server_config:\n  http2: 'yes'\n",
+            "http_server_config.http2: expected true or false",
+        ),
+        (
+            "basic_auth_users:\n  alice: 123456789\n",
+            "basic_auth_users.alice: expected a string, got an integer",
+        ),
+        ("basic_auth_users:\n  'a:b': x\n", "basic_auth_users: invalid user name 'a:b'"),
+        (
+            "basic_auth_users:\n  alice: x\n  alice: y\n",
+            "<yaml>: line 3 column 3: duplicate key 'alice' (first at line 2)",
+        ),
+        (
+            TLS + "  min_version: TLS13\n  max_version: TLS12\n",
+            "tls_server_config.min_version: is above max_version",
+        ),
+    ],
+)
+def test_web_config_messages(tmp_path, example_dir, text, message):
+    path = write(tmp_path, text, example_dir)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert "123456789" not in str(caught.value)  # a hash (even a wrong one) is never shown
+
+
+def test_an_empty_tls_section_means_plain_http(tmp_path):
+    """As in the exporter-toolkit: no certificate and no key, no TLS."""
+    config = load_web_config(write(tmp_path, "tls_server_config: {}\n"))
+    assert config.tls is None
+
+
+def test_relative_tls_paths_are_from_the_files_directory(tmp_path, example_dir):
+    path = example_dir / "relative.yml"
+    path.write_text(TLS.replace("TLS/", "tls/"))
+    config = load_web_config(path)
+    assert config.tls is not None and config.tls.key_file == example_dir / "tls" / "server.key"
