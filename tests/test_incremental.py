@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from smsp_exporter import incremental, simulator, statestore
+from smsp_exporter import incremental, incremental_pages, simulator, statestore
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.simulator import Message, Simulator, TagSpec
@@ -89,7 +89,7 @@ def test_a_growing_tag_costs_a_few_dozen_requests_a_round_and_stays_exact(sim, o
         made, states = run(exporter, sim)
         exact(states["otp"], sim, "otp", stop=False)
         # The audit re-reads every frozen page in turn; here in one round.
-        monkeypatch.setattr(incremental, "AUDIT_CYCLE", 1)
+        monkeypatch.setattr(incremental_pages, "AUDIT_CYCLE", 1)
         made, states = run(exporter, sim)
         exact(states["otp"], sim, "otp")
         assert made >= 700
