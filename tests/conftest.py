@@ -4,8 +4,6 @@ import those from there, never from this file."""
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 import subprocess
 import sys
@@ -13,10 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from smsp_exporter.logs import _Formatter, add_secret, clear_secrets, setup_logging
 from smsp_exporter.simulator import Simulator
 
-from .helpers import API_KEY, campaign, free_port, require_tool, write_cli_config
+from .helpers import (
+    API_KEY,
+    campaign,
+    free_port,
+    log_streams,
+    require_tool,
+    write_cli_config,
+)
 from .running import wait_until_up
 
 
@@ -80,15 +84,5 @@ def exporter_process(sim, tmp_path):
 @pytest.fixture
 def both_logs():
     """Every log line of the block, in logfmt and in JSON, with the key registered as secret."""
-    json_logs, logfmt_logs = io.StringIO(), io.StringIO()
-    setup_logging("debug", "json", stream=json_logs)
-    second = logging.StreamHandler(logfmt_logs)
-    second.setFormatter(_Formatter("logfmt"))
-    logging.getLogger().addHandler(second)
-    add_secret(API_KEY)
-    try:
+    with log_streams() as (json_logs, logfmt_logs):
         yield lambda: {"json": json_logs.getvalue(), "logfmt": logfmt_logs.getvalue()}
-    finally:
-        logging.getLogger().removeHandler(second)
-        setup_logging("info", "logfmt")
-        clear_secrets()

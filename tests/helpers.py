@@ -7,7 +7,9 @@ other nor from conftest.py, which holds only pytest's hooks and fixtures."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -221,3 +223,23 @@ def write_cli_config(tmp_path: Path, url: str, tags=("promo",), extra: str = "")
     path.write_text(f"api:\n  url: {url}\n  key_file: key.txt\n{extra}tags:\n{tag_lines}")
     (tmp_path / "key.txt").write_text(API_KEY + "\n")
     return path
+
+
+@contextlib.contextmanager
+def log_streams() -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """Every log line of the block, in JSON and in logfmt at once (debug level), with the test
+    key registered as a secret; logging set back to its default afterwards."""
+    from smsp_exporter.logs import _Formatter, add_secret, clear_secrets, setup_logging
+
+    json_logs, logfmt_logs = io.StringIO(), io.StringIO()
+    setup_logging("debug", "json", stream=json_logs)
+    second = logging.StreamHandler(logfmt_logs)
+    second.setFormatter(_Formatter("logfmt"))
+    logging.getLogger().addHandler(second)
+    add_secret(API_KEY)
+    try:
+        yield json_logs, logfmt_logs
+    finally:
+        logging.getLogger().removeHandler(second)
+        setup_logging("info", "logfmt")
+        clear_secrets()

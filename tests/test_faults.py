@@ -11,9 +11,7 @@ if the API key or a phone number shows up in any of it.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +21,13 @@ from typing import Any
 import pytest
 import requests
 
-from smsp_exporter.logs import _Formatter, add_secret, clear_secrets, setup_logging
 from smsp_exporter.simulator import Message, Simulator
 
 from .helpers import (
     API_KEY,
     campaign,
     expected_statuses,
+    log_streams,
     make_config,
     samples,
     serve,
@@ -101,19 +99,9 @@ def assert_nothing_leaked(logs: str, everything: str) -> None:
 
 @pytest.fixture
 def watch(capfd: pytest.CaptureFixture[str]) -> Iterator[Watch]:
-    json_logs, logfmt_logs = io.StringIO(), io.StringIO()
-    setup_logging("debug", "json", stream=json_logs)
-    second = logging.StreamHandler(logfmt_logs)
-    second.setFormatter(_Formatter("logfmt"))
-    logging.getLogger().addHandler(second)
-    add_secret(API_KEY)
     watcher = Watch()
-    try:
+    with log_streams() as (json_logs, logfmt_logs):
         yield watcher
-    finally:
-        logging.getLogger().removeHandler(second)
-        setup_logging("info", "logfmt")
-        clear_secrets()
     out, err = capfd.readouterr()
     logs = json_logs.getvalue() + logfmt_logs.getvalue()
     for line in json_logs.getvalue().splitlines():
