@@ -24,12 +24,12 @@ from typing import Any
 import requests
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from smsp_exporter.collection.rounds import Snapshot
 from smsp_exporter.collector import SmsCollector, families
 from smsp_exporter.config import Config, config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.parse import parse_page
 from smsp_exporter.simulator import TagSpec
-from smsp_exporter.snapshot import Snapshot
 
 from .simproc import API_KEY, FROZEN_AT, SimulatorProcess
 
@@ -445,7 +445,7 @@ def incremental(
     restart with the state file."""
     import tempfile
 
-    from smsp_exporter import incremental as inc
+    from smsp_exporter.collection import pages as inc
 
     spec = TagSpec(
         "long",

@@ -25,8 +25,8 @@ from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from .account import AccountState
+from .collection.rounds import Snapshot, Source, TagState
 from .collector import DOCUMENTED_STATUSES
-from .snapshot import Snapshot, Source, TagState
 from .web import answer_text
 
 SCHEMA_VERSION = 1

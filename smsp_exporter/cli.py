@@ -18,11 +18,11 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from . import __version__
+from .collection.statestore import StateFileError
+from .collection.statestore import check as check_state_file
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, lifecycle_disabled_route, reload_route
-from .statestore import StateFileError
-from .statestore import check as check_state_file
 from .tags import expand_tags
 from .web import ExporterServer, parse_listen_address
 from .webconfig import WebConfig, load_web_config

@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .account import account_families
-from .incremental import incremental_families
+from .collection.rounds import Snapshot, Source
+from .collection.state import incremental_families
 from .parse import UNREADABLE_FIELDS
-from .snapshot import Snapshot, Source
 
 # Seconds Prometheus will wait for this scrape (X-Prometheus-Scrape-Timeout-Seconds), set by the
 # HTTP layer around each /metrics request; None outside a scrape (library use, tests).

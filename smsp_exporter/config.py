@@ -125,7 +125,7 @@ class CollectionConfig:
     interval: PositiveSeconds = 60.0
     min_interval: Seconds = 0.0
     keep_last_values: bool = False
-    # Incremental collection (see incremental.py): re-read only the pages that can change.
+    # Incremental collection (see collection/state.py): re-read only the pages that can change.
     incremental: bool = True
     report_deadline: PositiveSeconds = 48 * 3600.0  # after this, a Waiting message gets no report
     # SQLite file keeping the page state across restarts; made absolute (from the config

@@ -17,12 +17,12 @@ from dataclasses import replace
 
 from .api import TagsApi
 from .client import SmsPartnerClient
+from .collection.rounds import BackgroundSource, Poller, ScrapeSource, Snapshot, Source
+from .collection.state import IncrementalState
+from .collection.statestore import StateFileError, open_store
 from .collector import SmsCollector
 from .config import Config
-from .incremental import IncrementalState
 from .probe import ProbeApp
-from .snapshot import BackgroundSource, Poller, ScrapeSource, Snapshot, Source
-from .statestore import StateFileError, open_store
 from .web import WSGIApp
 
 log = logging.getLogger(__name__)

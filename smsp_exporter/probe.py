@@ -45,9 +45,9 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .client import RateLimiter, SmsPartnerClient
+from .collection.rounds import Poller, Snapshot, TagState, round_budget
 from .collector import families
 from .config import AccountConfig, Config
-from .snapshot import Poller, Snapshot, TagState, round_budget
 from .web import SCRAPE_TIMEOUT_HEADER, answer_text, parse_scrape_timeout
 
 # Families describing the exporter itself: served on /metrics only.

@@ -15,7 +15,9 @@ import textwrap
 
 import pytest
 
-from smsp_exporter import incremental, incremental_pages, simulator, statestore
+from smsp_exporter import simulator
+from smsp_exporter.collection import fold, model, statestore
+from smsp_exporter.collection import pages as incremental_pages
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.exporter import Exporter
 from smsp_exporter.simulator import Message, Simulator, TagSpec
@@ -428,7 +430,7 @@ def kept_segment(rows, ref=1000):
     from array import array
 
     statuses = sorted({status for status, _, _ in rows})
-    segment = incremental.Segment(
+    segment = model.Segment(
         0,
         len(rows),
         bytes(statuses.index(status) for status, _, _ in rows),
@@ -444,7 +446,7 @@ def kept_segment(rows, ref=1000):
 def detail(rows):
     from array import array
 
-    return incremental.Detail(
+    return model.Detail(
         tuple(s for s, _, _ in rows),
         bytes(x for _, x, _ in rows),
         array("q", (d for *_, d in rows)),
@@ -467,26 +469,26 @@ def detail(rows):
 )
 def test_what_a_message_read_again_may_have_become(before, after, reason):
     kept, statuses = kept_segment(before, ref=1000)
-    assert incremental.check_same(kept, statuses, detail(after), slack=0) == reason
+    assert model.check_same(kept, statuses, detail(after), slack=0) == reason
 
 
 def test_a_report_dated_well_before_the_read_that_saw_it_waiting_is_a_shift():
     # A neighbour's old report slid into a position seen Waiting: not a report that arrived.
     kept, statuses = kept_segment([("Waiting", 0, 900)], ref=100_000)
     shifted = detail([("Delivered", 0, 950)])
-    assert incremental.check_same(kept, statuses, shifted) == "report_before_last_read"
+    assert model.check_same(kept, statuses, shifted) == "report_before_last_read"
 
 
 def test_pieces_paint_later_reads_over_earlier_ones():
     a = detail([("Delivered", 0, 1)] * 4)
     b = detail([("Waiting", 0, 2)] * 4)
-    pieces = incremental._paint([(0, 4, a, 4), (2, 6, b, 6)])
+    pieces = fold._paint([(0, 4, a, 4), (2, 6, b, 6)])
     assert [(lo, hi, d.statuses) for lo, hi, d in pieces] == [
         (0, 2, ("Delivered",) * 2),
         (2, 6, ("Waiting",) * 4),
     ]
-    assert incremental._within(0, 6, [(0, 2), (2, 6)])
-    assert not incremental._within(0, 6, [(0, 2), (3, 6)])
+    assert incremental_pages.within(0, 6, [(0, 2), (2, 6)])
+    assert not incremental_pages.within(0, 6, [(0, 2), (3, 6)])
 
 
 def test_a_tag_leaving_the_round_drops_its_state(sim, tmp_path):

@@ -11,9 +11,9 @@ import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from smsp_exporter.client import TagCounts
+from smsp_exporter.collection.rounds import Snapshot, TagState
 from smsp_exporter.collector import WAITING_AGE_BUCKETS, families, waiting_age_buckets
 from smsp_exporter.simulator import Message
-from smsp_exporter.snapshot import Snapshot, TagState
 
 from .helpers import make_config, require_tool, samples, serve, value
 

@@ -1,5 +1,5 @@
 """What incremental collection keeps of a tag, how a page is read message by message, and the
-check a message read again must pass (the model is described in ``incremental.py``)."""
+check a message read again must pass (the model is described in ``state.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .parse import LIST_KEY, Page, parse_page, read_date, read_stop
+from ..parse import LIST_KEY, Page, parse_page, read_date, read_stop
 
 WAITING = "Waiting"
 # A report seen on a message that was Waiting must be dated no earlier than that read less this

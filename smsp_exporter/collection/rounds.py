@@ -20,13 +20,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from .account import AccountReader, AccountState
-from .bounds import bounded_result
-from .client import SmsPartnerClient, TagCounts
-from .config import Config
-from .errors import UpstreamError
-from .incremental import IncrementalReader, IncrementalState, Progress, RoundInfo
-from .tags import expand_tags
+from ..account import AccountReader, AccountState
+from ..bounds import bounded_result
+from ..client import SmsPartnerClient, TagCounts
+from ..config import Config
+from ..errors import UpstreamError
+from ..tags import expand_tags
+from .model import Progress, RoundInfo
+from .state import IncrementalReader, IncrementalState
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Folding a round's reads into what is kept of a tag, and counting from it (the model is
-described in ``incremental.py``)."""
+described in ``state.py``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from array import array
 from collections import Counter
 from types import MappingProxyType
 
-from .client import TagCounts
-from .errors import DeadlineExceeded, UpstreamError
-from .incremental_model import (
+from ..client import TagCounts
+from ..errors import DeadlineExceeded, UpstreamError
+from .model import (
     WAITING,
     Detail,
     Inconsistent,
@@ -21,7 +21,7 @@ from .incremental_model import (
     TagState,
     check_same,
 )
-from .incremental_pages import Reads
+from .pages import Reads
 
 
 def merge(

@@ -29,10 +29,9 @@ correctness.
 Until a tag has been read completely once, no counts are exported for it: its first read goes
 on over as many rounds as it needs (``first_read`` progress).
 
-The modules: ``incremental_model`` (what is kept, a page read message by message, the check a
-message read again must pass), ``incremental_pages`` (where pages sit, which a round asks),
-``incremental_order`` (detecting the order), ``incremental_fold`` (folding reads into what is
-kept, counting), ``incremental_job`` (one tag's round); here, the states of every tag and the
+The modules: ``model`` (what is kept, a page read message by message, the check a message read
+again must pass), ``pages`` (where pages sit, which a round asks), ``order`` (detecting the
+order), ``fold`` (folding reads into what is kept, counting), ``job`` (one tag's round); here, the states of every tag and the
 reader that runs a round's jobs over the client's pool.
 """
 
@@ -49,32 +48,10 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, cast
 
-from .client import SmsPartnerClient, TagCounts
-from .errors import ConnectionFailed, DeadlineExceeded, InvalidResponse, UpstreamError
-
-# The names other modules, the tests and the benchmarks import from here, re-exported. To change
-# a constant at run time (AUDIT_CYCLE in a test), set it in the module that defines it.
-from .incremental_fold import _paint as _paint
-from .incremental_job import MAX_FILL_PASSES as MAX_FILL_PASSES
-from .incremental_job import WHOLE_READS_FOR as WHOLE_READS_FOR
-from .incremental_job import _Job
-from .incremental_model import DATES as DATES
-from .incremental_model import EMPTY_DETAIL as EMPTY_DETAIL
-from .incremental_model import MAX_DATE as MAX_DATE
-from .incremental_model import MAX_STATUSES as MAX_STATUSES
-from .incremental_model import ORDERS as ORDERS
-from .incremental_model import REPORT_SLACK as REPORT_SLACK
-from .incremental_model import WAITING as WAITING
-from .incremental_model import Detail as Detail
-from .incremental_model import Inconsistent, Read, parse_detailed
-from .incremental_model import Progress as Progress
-from .incremental_model import RoundInfo as RoundInfo
-from .incremental_model import Segment as Segment
-from .incremental_model import TagState as TagState
-from .incremental_model import check_same as check_same
-from .incremental_pages import AUDIT_CYCLE as AUDIT_CYCLE
-from .incremental_pages import AUDIT_MIN as AUDIT_MIN
-from .incremental_pages import within as _within  # noqa: F401 (the name tests use)
+from ..client import SmsPartnerClient, TagCounts
+from ..errors import ConnectionFailed, DeadlineExceeded, InvalidResponse, UpstreamError
+from .job import _Job
+from .model import Inconsistent, Progress, Read, RoundInfo, TagState, parse_detailed
 
 log = logging.getLogger(__name__)
 

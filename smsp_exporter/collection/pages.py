@@ -1,5 +1,5 @@
 """Pages and send indices: where a page's messages sit, whether an answer has the shape kept,
-and which messages a round asks for (the model is described in ``incremental.py``)."""
+and which messages a round asks for (the model is described in ``state.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import bisect
 import math
 from collections.abc import Iterable
 
-from .incremental_model import Detail, Inconsistent, Read, TagState
-from .parse import Page
+from ..parse import Page
+from .model import Detail, Inconsistent, Read, TagState
 
 # Frozen segments re-read each round: at least AUDIT_MIN, and enough for a whole cycle in
 # AUDIT_CYCLE rounds.

@@ -1,5 +1,5 @@
 """Detecting the listing order on a tag's first growth (the model is described in
-``incremental.py``): page 1 either still shows the messages kept (oldest first) or shows them
+``state.py``): page 1 either still shows the messages kept (oldest first) or shows them
 pushed down by the growth (newest first). While the order is unknown, reads are kept by
 position (``lo``, ``hi`` count from the top of the listing), each with the total it was read at.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from array import array
 
-from .incremental_model import DATES, Detail, Inconsistent, Segment, TagState, check_same
-from .incremental_pages import Reads
+from .model import DATES, Detail, Inconsistent, Segment, TagState, check_same
+from .pages import Reads
 
 # The name the incremental reader has always logged under (operators filter on it).
 log = logging.getLogger("smsp_exporter.incremental")

@@ -1,7 +1,7 @@
-"""One tag's collection in one round (the model is described in ``incremental.py``): which
+"""One tag's collection in one round (the model is described in ``state.py``): which
 pages it asks, in what sequence, and what it makes of their answers. Where pages sit and which
-messages a round needs are in ``incremental_pages``, the order's detection in
-``incremental_order``, the folding and counting in ``incremental_fold``."""
+messages a round needs are in ``pages``, the order's detection in
+``order``, the folding and counting in ``fold``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from . import incremental_fold as fold
-from . import incremental_order as order
-from . import incremental_pages as pages
-from .client import TagCounts, TagPager
-from .errors import DeadlineExceeded, UpstreamError
-from .incremental_model import Detail, Inconsistent, Progress, Read, RoundInfo, TagState
-from .parse import Page
+from ..client import TagCounts, TagPager
+from ..errors import DeadlineExceeded, UpstreamError
+from ..parse import Page
+from . import fold as fold
+from . import order as order
+from . import pages as pages
+from .model import Detail, Inconsistent, Progress, Read, RoundInfo, TagState
 
 if TYPE_CHECKING:
-    from .incremental import IncrementalReader
+    from .state import IncrementalReader
 
 # The name the incremental reader has always logged under (operators filter on it).
 log = logging.getLogger("smsp_exporter.incremental")

@@ -12,7 +12,7 @@ Outcomes, as docs/failure-modes.md says: at start-up a file that is not a SQLite
 database, not ours, of another format version, or that cannot be written is one line on
 stderr and exit 2 (:func:`check`); at run time a failing write is logged once and the state is
 kept in memory only from then on (:meth:`StateStore.save`); never a crash, never wrong counts
-(a state read back is checked page by page like any other, see ``incremental.py``).
+(a state read back is checked page by page like any other, see ``state.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .incremental import DATES, ORDERS, Segment, TagState
+from .model import DATES, ORDERS, Segment, TagState
 
 log = logging.getLogger(__name__)
 
