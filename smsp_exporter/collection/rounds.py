@@ -57,6 +57,26 @@ class TagState:
     truncations: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     template: str | None = None  # the tag template this tag was expanded from
     incremental: RoundInfo | None = None  # how the round read it (None: whole reads only)
+    # The latest failure's message, as logged: the API's own words scrubbed (no key, no digits).
+    error_message: str | None = None
+    # Unix time as of which the tag's counts are current: the end of the last round that did
+    # every read the tag was due (None: never). A tag whose reads are deferred keeps its counts
+    # and sms_up 1; this is how its staleness shows.
+    last_read: float | None = None
+    deferred: int = 0  # reads the tag wanted this round that were left for a later round
+    behind_since: float | None = None  # Unix time since when its due reads have been deferred
+
+
+@dataclass(frozen=True, slots=True)
+class RoundBudget:
+    """What a round could spend on the API, and what it did spend, by purpose (the
+    scheduler's purposes: total, new, waiting, whole, first_read, cold_check, audit)."""
+
+    requests: int | None  # the round's budget; None: no rate limit (the deadline alone)
+    seconds: float  # the time the round was given
+    spent: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    deferred: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    spent_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,7 @@ class Snapshot:
     duration: float  # seconds
     upstream_requests: int  # cumulative HTTP requests sent upstream
     account: AccountState | None = None  # None when account.enabled is false
+    budget: RoundBudget | None = None  # None before the first round
 
 
 class Source(Protocol):
@@ -180,6 +201,7 @@ class Poller:
         truncations = self._truncations.setdefault(tag, {})
         if not isinstance(result, Progress):
             result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
+        message = None
         if isinstance(result, Progress):
             # A first read still going on: collected fine so far, but no counts to show.
             counts, up, error = None, True, None
@@ -192,6 +214,7 @@ class Poller:
             )
             counts = self._last_good.get(tag) if self.config.collection.keep_last_values else None
             up, error = False, result.reason
+            message = result.message
         else:
             if result.truncation:
                 truncations[result.truncation] = truncations.get(result.truncation, 0) + 1
@@ -208,6 +231,7 @@ class Poller:
             up=up,
             counts=counts,
             error=error,
+            error_message=message,
             duration=duration,
             last_success=self._last_success.get(tag),
             errors=MappingProxyType(dict(errors)),

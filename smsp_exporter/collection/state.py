@@ -31,8 +31,8 @@ on over as many rounds as it needs (``first_read`` progress).
 
 The modules: ``model`` (what is kept, a page read message by message, the check a message read
 again must pass), ``pages`` (where pages sit, which a round asks), ``order`` (detecting the
-order), ``fold`` (folding reads into what is kept, counting), ``job`` (one tag's round); here, the states of every tag and the
-reader that runs a round's jobs over the client's pool.
+order), ``fold`` (folding reads into what is kept, counting), ``job`` (one tag's round); here,
+the states of every tag and the reader that runs a round's jobs over the client's pool.
 """
 
 from __future__ import annotations
