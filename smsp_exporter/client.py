@@ -2,25 +2,20 @@
 
 One :class:`requests.Session` (keep-alive, ``concurrency`` pooled connections) under a
 transport that bounds every request in time, size and destination (:mod:`.transport`),
-a shared request-rate limit, retries only where safe (a GET, on connection
-errors, 429, 502, 503 and 504, inside the round's deadline), and pagination that never counts
-a page twice and never loops: see :class:`TagPager`.
+a shared request-rate limit, and retries only where safe (a GET, on connection errors, 429,
+502, 503 and 504, inside the round's deadline). It knows requests, never why they are made:
+which pages a round asks, and in what order, is decided in :mod:`.collection`.
 
 Nothing here logs or raises text containing the request URL: it holds the API key.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import math
-import queue
 import threading
 import time
-from array import array
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -31,6 +26,7 @@ from .errors import (
     DeadlineExceeded,
     HttpStatusError,
     InvalidResponse,
+    NotSent,
     RequestTimeout,
     UpstreamError,
     detached,
@@ -95,133 +91,10 @@ class RateLimiter:
             now = self._clock()
             start = max(now, self._next)
             if deadline is not None and start > deadline:
-                raise DeadlineExceeded("the request rate limit leaves no time before the deadline")
+                raise NotSent("the request rate limit leaves no time before the deadline")
             self._next = start + self.interval
         if start > now:
             self._sleep(start - now)
-
-
-@dataclass
-class TagPager:
-    """Pagination state of one tag during a round.
-
-    The first page tells how many messages there are (``total``) and how many a page holds;
-    the other pages are then fetched concurrently. A page whose number or content repeats one
-    already counted (an API that ignores ``page``) is dropped, a page shorter than promised
-    ends the tag early; both mark the tag incomplete, as does the page cap.
-    """
-
-    tag: str
-    max_pages: int
-    statuses: dict[str, int] = field(default_factory=dict)
-    stop: int = 0
-    messages: int = 0
-    pages: int = 0
-    expected_pages: int = 1
-    page_size: int = 0
-    total: int | None = None
-    truncation: str | None = None
-    oldest_waiting: int | None = None
-    newest: int | None = None
-    error: UpstreamError | None = None
-    outstanding: int = 0
-    started: float | None = None  # monotonic time its page 1 request began
-    ended: float | None = None  # monotonic time its last answer (or error) came back
-    waiting_unknown: int = 0
-    unreadable: dict[str, int] = field(default_factory=dict)
-    _fingerprints: set[int] = field(default_factory=set)
-    _waiting_runs: list[array[int]] = field(default_factory=list)  # each page's, sorted
-
-    @property
-    def waiting_dates(self) -> array[int]:
-        """The known dates of the Waiting messages counted so far, ascending."""
-        return _merge_runs(self._waiting_runs)
-
-    def first_page(self, page: Page) -> list[int]:
-        """Count page 1 and return the numbers of the pages still to fetch."""
-        self._add(page)
-        self.total = page.total
-        if page.total is None or page.total <= page.items:
-            return []
-        if page.items == 0:
-            self._cut("short_page")
-            return []
-        self.page_size = page.items
-        self.expected_pages = math.ceil(page.total / page.items)
-        last = self.expected_pages
-        if last > self.max_pages:
-            self._cut("page_cap")
-            last = self.max_pages
-        return list(range(2, last + 1))
-
-    def other_page(self, number: int, page: Page) -> None:
-        if page.current_page not in (None, number) or (
-            page.items and page.fingerprint in self._fingerprints
-        ):
-            self._cut("page_ignored")
-            return
-        expected = self.page_size
-        if number == self.expected_pages and self.total is not None:
-            expected = self.total - self.page_size * (self.expected_pages - 1)
-        if page.items < expected:
-            self._cut("short_page")
-        self._add(page)
-
-    def _add(self, page: Page) -> None:
-        self.pages += 1
-        if page.items:
-            self._fingerprints.add(page.fingerprint)
-        self.messages += page.items
-        self.stop += page.stop
-        for status, count in page.statuses.items():
-            self.statuses[status] = self.statuses.get(status, 0) + count
-        if page.oldest_waiting is not None and (
-            self.oldest_waiting is None or page.oldest_waiting < self.oldest_waiting
-        ):
-            self.oldest_waiting = page.oldest_waiting
-        if page.newest is not None and (self.newest is None or page.newest > self.newest):
-            self.newest = page.newest
-        if page.waiting_dates:
-            self._waiting_runs.append(array("q", page.waiting_dates))
-        self.waiting_unknown += page.waiting_unknown
-        for name, count in page.unreadable.items():
-            self.unreadable[name] = self.unreadable.get(name, 0) + count
-
-    def _cut(self, reason: str) -> None:
-        if self.truncation is None:
-            self.truncation = reason
-
-    def result(self) -> TagCounts:
-        return TagCounts(
-            tag=self.tag,
-            statuses=MappingProxyType(dict(self.statuses)),
-            stop=self.stop,
-            messages=self.messages,
-            pages=self.pages,
-            complete=self.truncation is None,
-            truncation=self.truncation,
-            total_reported=self.total,
-            oldest_waiting=self.oldest_waiting,
-            newest=self.newest,
-            waiting_dates=self.waiting_dates,
-            waiting_unknown=self.waiting_unknown,
-            unreadable=MappingProxyType(dict(self.unreadable)),
-        )
-
-
-def _merge_runs(runs: list[array[int]]) -> array[int]:
-    """Sorted runs (a page's Waiting dates) merged into one sorted array, without ever holding
-    them all as Python ints (40 bytes each, against 8 in the array). Pages in send order cover
-    date ranges that do not overlap: then the runs, ordered by their ends, are concatenated at
-    C speed; otherwise they are merged as a stream."""
-    ordered = sorted(runs, key=lambda run: (run[0], run[-1]))
-    merged = array("q")
-    if all(a[-1] <= b[0] for a, b in itertools.pairwise(ordered)):
-        for run in ordered:
-            merged.extend(run)
-    else:
-        merged.extend(heapq.merge(*ordered))
-    return merged
 
 
 class SmsPartnerClient:
@@ -250,18 +123,31 @@ class SmsPartnerClient:
 
     # -- one page -------------------------------------------------------------------------
     def fetch_page(
-        self, tag: str, page: int = 1, deadline: float | None = None, parse=parse_page
+        self,
+        tag: str,
+        page: int = 1,
+        deadline: float | None = None,
+        parse=parse_page,
+        on_send: Callable[[], None] | None = None,
     ) -> Page:
-        """GET one page, with safe retries; raise an :class:`UpstreamError` on failure.
-        ``parse`` turns the body into the page (incremental rounds keep the detail too)."""
+        """GET one page, with safe retries; raise an :class:`UpstreamError` on failure, and
+        :class:`NotSent` if the deadline came before the request could be sent. ``parse`` turns
+        the body into the page (incremental rounds keep the detail too); ``on_send`` is called
+        when the request is about to leave (it then counts against the API's rate)."""
         params: dict[str, str | int] = {"apiKey": self.api.key, "tag": tag}
         if page > 1:
             params["page"] = page
         attempt = 0
+        failed: UpstreamError | None = None  # the last attempt that was sent
         while True:
             try:
-                return self._attempt(params, deadline, parse)
+                return self._attempt(params, deadline, parse, on_send)
+            except NotSent:
+                if failed is not None:  # a retry that never left: the failure stands
+                    raise failed from None
+                raise
             except UpstreamError as err:
+                failed = err
                 wait_for = self._retry_delay(err, attempt)
                 if wait_for is None:
                     raise
@@ -290,9 +176,13 @@ class SmsPartnerClient:
         return None
 
     def _attempt(
-        self, params: Mapping[str, str | int], deadline: float | None, parse=parse_page
+        self,
+        params: Mapping[str, str | int],
+        deadline: float | None,
+        parse=parse_page,
+        on_send: Callable[[], None] | None = None,
     ) -> Page:
-        status, body, retry_after_header = self._get(self.url, params, deadline)
+        status, body, retry_after_header = self._get(self.url, params, deadline, on_send)
         try:
             return parse(body)
         except UpstreamError as err:
@@ -314,7 +204,11 @@ class SmsPartnerClient:
         return status, body
 
     def _get(
-        self, url: str, params: Mapping[str, str | int], deadline: float | None
+        self,
+        url: str,
+        params: Mapping[str, str | int],
+        deadline: float | None,
+        on_send: Callable[[], None] | None = None,
     ) -> tuple[int, bytes, str | None]:
         self.limiter.acquire(deadline)
         if self._closed.is_set():
@@ -323,9 +217,11 @@ class SmsPartnerClient:
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
-                raise DeadlineExceeded("no time left for the request")
+                raise NotSent("no time left for the request")
         with self._lock:
             self.requests_made += 1
+        if on_send is not None:
+            on_send()
         try:
             return self.transport.get(url, params, timeout)
         except RequestTimeout:
@@ -334,93 +230,14 @@ class SmsPartnerClient:
         # Cut by the round's deadline, not by api.timeout: say so, like the round does.
         raise DeadlineExceeded("the round ran out of time during the request")
 
+    def api_time(self) -> float | None:
+        """The API's clock now (Unix time), from the ``Date`` of its latest answer; None
+        before any answer had one."""
+        offset = self.transport.clock_offset
+        return None if offset is None else time.time() + offset
+
     def _retry_after(self, header: str | None) -> float | None:
         seconds = transport.retry_after_seconds(header)  # capped: see MAX_RETRY_AFTER
         if seconds is not None:
             self.limiter.pause_until(time.monotonic() + seconds)
         return seconds
-
-    # -- a round --------------------------------------------------------------------------
-    def fetch_tags(
-        self,
-        tags: Iterable[str],
-        deadline: float | None = None,
-        durations: dict[str, float] | None = None,
-    ) -> dict[str, TagCounts | UpstreamError]:
-        """Collect every tag, at most ``concurrency`` requests in flight, within ``deadline``.
-
-        Page 1 of every tag is asked first; a tag's other pages are asked as soon as its page 1
-        tells how many there are (behind the page 1s still queued, so the pool never idles). A
-        tag whose page fails is reported by its error, and its pages not yet sent are dropped.
-        Each answer is folded into its tag's counts as it arrives, then let go. ``durations``,
-        if given, receives each started tag's seconds from its first request to its last
-        answer (a tag whose page 1 never started before the deadline is left out)."""
-        pagers = {tag: TagPager(tag, self.api.max_pages) for tag in dict.fromkeys(tags)}
-        pending: dict[Future[Page], tuple[str, int]] = {}
-        # Futures in the order they finish: O(1) a page, however many pages are pending.
-        finished: queue.SimpleQueue[Future[Page]] = queue.SimpleQueue()
-
-        def first(tag: str) -> Page:
-            pagers[tag].started = time.monotonic()  # read once its future is done
-            return self.fetch_page(tag, 1, deadline)
-
-        def submit(tag: str, number: int) -> None:
-            if number == 1:
-                future = self._executor.submit(first, tag)
-            else:
-                future = self._executor.submit(self.fetch_page, tag, number, deadline)
-            pending[future] = (tag, number)
-            pagers[tag].outstanding += 1
-            future.add_done_callback(finished.put)
-
-        for tag in pagers:
-            submit(tag, 1)
-        while pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                future = finished.get(timeout=remaining)
-            except queue.Empty:
-                break
-            tag, number = pending.pop(future)
-            pager = pagers[tag]
-            pager.outstanding -= 1
-            if pager.error is not None:
-                continue
-            pager.ended = time.monotonic()
-            try:
-                page = future.result()
-            except UpstreamError as err:
-                pager.error = err
-                self._drop_pending(pending, tag)
-                continue
-            except CancelledError:  # the client was closed
-                pager.error = ConnectionFailed("the client is closed")
-                continue
-            except Exception as err:  # a bug must not take the other tags down
-                log.exception("unexpected error while reading a page", extra={"tag": tag})
-                pager.error = InvalidResponse(f"unexpected error ({type(err).__name__})")
-                self._drop_pending(pending, tag)
-                continue
-            if number == 1:
-                for other in pager.first_page(page):
-                    submit(tag, other)
-            else:
-                pager.other_page(number, page)
-        cut_at = time.monotonic()
-        for future, (tag, _) in pending.items():
-            future.cancel()
-            if pagers[tag].error is None:
-                pagers[tag].error = DeadlineExceeded("the round ran out of time")
-                pagers[tag].ended = cut_at
-        if durations is not None:
-            for tag, p in pagers.items():
-                if p.started is not None and p.ended is not None:
-                    durations[tag] = max(0.0, p.ended - p.started)
-        return {tag: p.error if p.error is not None else p.result() for tag, p in pagers.items()}
-
-    @staticmethod
-    def _drop_pending(pending: Mapping[Future[Page], tuple[str, int]], tag: str) -> None:
-        """Cancel the requests of a failed tag that have not started: their answers are moot."""
-        for future, (owner, _) in pending.items():
-            if owner == tag:
-                future.cancel()

@@ -151,3 +151,8 @@ class DeadlineExceeded(UpstreamError):
     """The collection round ran out of time (the scrape timeout or the refresh interval)."""
 
     reason = "deadline"
+
+
+class NotSent(DeadlineExceeded):
+    """The round's time ran out before the request was sent: nothing was asked of the API, so
+    the read is deferred to a later round, not failed."""

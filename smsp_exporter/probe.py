@@ -159,7 +159,7 @@ class ProbeApp:
                 fetch = self._fetches[tag] = _Fetch()
         if leader:
             try:
-                fetch.states = self.poller.collect({tag: None}, time.monotonic() + budget)
+                fetch.states, _ = self.poller.collect({tag: None}, time.monotonic() + budget)
             finally:
                 with self._recent_lock:
                     del self._fetches[tag]

@@ -23,6 +23,7 @@ What :class:`Transport` guarantees, whatever the upstream (or a man in the middl
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import errno
 import heapq
 import http.client
@@ -463,6 +464,9 @@ class Transport:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.watchdog = Watchdog()
+        # The API's clock less ours (s), from the Date header of its latest answer; None until
+        # an answer had one. Report deadlines are reckoned on the API's clock (its dates).
+        self.clock_offset: float | None = None
 
     def close(self) -> None:
         self.session.close()
@@ -486,6 +490,7 @@ class Transport:
                     raise RedirectRefused(status, f"{self.host} answered HTTP {status}{where}")
                 body = read_body(resp.raw, resp.headers, self.max_response_bytes)
                 retry_after = resp.headers.get("Retry-After")
+                self._note_date(resp.headers.get("Date"))
         except UpstreamError:
             if not guard.fired:
                 raise
@@ -509,6 +514,19 @@ class Transport:
         if failure is not None:
             raise failure
         return status, body, retry_after
+
+    def _note_date(self, header: str | None) -> None:
+        """Keep the API's clock offset from a ``Date`` header (RFC 9110: an origin server with a
+        clock sends it); an absent or unreadable one changes nothing."""
+        if not header or len(header) > 64:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        if when.tzinfo is None:
+            return  # RFC 9110 dates are GMT; one without a zone is not one of them
+        self.clock_offset = when.timestamp() - time.time()
 
     def _timeout(self, timeout: float) -> RequestTimeout:
         return RequestTimeout(

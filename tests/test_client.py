@@ -7,7 +7,8 @@ from types import MappingProxyType
 
 import pytest
 
-from smsp_exporter.client import RateLimiter, TagPager
+from smsp_exporter.client import RateLimiter
+from smsp_exporter.collection.whole import TagPager
 from smsp_exporter.errors import DeadlineExceeded
 from smsp_exporter.parse import Page
 

@@ -11,6 +11,7 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from smsp_exporter.client import SmsPartnerClient
+from smsp_exporter.collection.reader import read_whole
 from smsp_exporter.config import ApiConfig
 from smsp_exporter.errors import ApiCodeError
 from smsp_exporter.exporter import Exporter
@@ -177,7 +178,7 @@ def test_a_failed_tag_stops_asking_for_its_other_pages(sim):
     sim.set_fault("casse", "page_error", page=2)
     client = SmsPartnerClient(make_config(sim, ["casse"], retries=0, concurrency=1).api)
     try:
-        result = client.fetch_tags(["casse"], time.monotonic() + 20)["casse"]
+        result = read_whole(client, ["casse"], time.monotonic() + 20)["casse"]
     finally:
         client.close()
     assert result.reason == "http_500"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from array import array
 
-from smsp_exporter.client import TagPager
+from smsp_exporter.collection.whole import TagPager
 from smsp_exporter.parse import parse_page
 
 

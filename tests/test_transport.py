@@ -17,6 +17,7 @@ import pytest
 
 from smsp_exporter import transport
 from smsp_exporter.client import SmsPartnerClient
+from smsp_exporter.collection.reader import read_whole
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.errors import HttpStatusError
 
@@ -74,7 +75,7 @@ def test_a_trickle_fails_fast_in_the_client_too():
         client = SmsPartnerClient(hostile_config(up.url, ["lent"], timeout="0.6s").api)
         try:
             began = time.monotonic()
-            result = client.fetch_tags(["lent"], deadline=time.monotonic() + 20)["lent"]
+            result = read_whole(client, ["lent"], deadline=time.monotonic() + 20)["lent"]
             elapsed = time.monotonic() - began
         finally:
             client.close()
@@ -91,7 +92,7 @@ def test_a_tls_handshake_trickling_in_fails_with_timeout():
         client = SmsPartnerClient(hostile_config(url, ["lent"], timeout="0.8s", retries=0).api)
         try:
             began = time.monotonic()
-            result = client.fetch_tags(["lent"], deadline=time.monotonic() + 20)["lent"]
+            result = read_whole(client, ["lent"], deadline=time.monotonic() + 20)["lent"]
             elapsed = time.monotonic() - began
         finally:
             client.close()
@@ -107,6 +108,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     from smsp_exporter.client import SmsPartnerClient
+    from smsp_exporter.collection.reader import read_whole
     from smsp_exporter.config import config_from_dict
 
     def rss(field):
@@ -120,9 +122,9 @@ MEMORY_SCRIPT = textwrap.dedent(
     config = config_from_dict({"api": api, "tags": ["x"]}, source="<memory>")
     client = SmsPartnerClient(config.api)
     base = rss("VmRSS")
-    one = client.fetch_tags(["huge-0"], deadline=time.monotonic() + 60)
+    one = read_whole(client, ["huge-0"], deadline=time.monotonic() + 60)
     after_one = rss("VmHWM")
-    four = client.fetch_tags([f"huge-{i}" for i in range(1, 5)], deadline=time.monotonic() + 60)
+    four = read_whole(client, [f"huge-{i}" for i in range(1, 5)], deadline=time.monotonic() + 60)
     client.close()
     out = {tag: getattr(r, "reason", "ok") for tag, r in {**one, **four}.items()}
     print(json.dumps({"reasons": out, "base": base, "one": after_one, "peak": rss("VmHWM")}))
@@ -182,7 +184,7 @@ def test_a_failed_body_is_freed_without_the_cycle_collector(make, reason):
         try:
             before, _ = tracemalloc.get_traced_memory()
             for i in range(8):
-                result = client.fetch_tags([f"huge-{i}"], deadline=time.monotonic() + 20)
+                result = read_whole(client, [f"huge-{i}"], deadline=time.monotonic() + 20)
                 assert result[f"huge-{i}"].reason == reason
             del result
             kept = tracemalloc.get_traced_memory()[0] - before
@@ -201,7 +203,7 @@ def test_an_honest_big_page_under_the_cap_is_read():
     with HostileUpstream() as up:
         client = SmsPartnerClient(hostile_config(up.url, ["petit"]).api)
         try:
-            result = client.fetch_tags(["petit"], deadline=time.monotonic() + 10)["petit"]
+            result = read_whole(client, ["petit"], deadline=time.monotonic() + 10)["petit"]
         finally:
             client.close()
     assert result.messages == 3 and dict(result.statuses) == {"Delivered": 3}
@@ -242,7 +244,7 @@ def test_a_redirect_loop_costs_one_request(status):
     with HostileUpstream({"boucle": loop}) as up:
         client = SmsPartnerClient(hostile_config(up.url, ["boucle"], retries=3).api)
         try:
-            result = client.fetch_tags(["boucle"], deadline=time.monotonic() + 10)["boucle"]
+            result = read_whole(client, ["boucle"], deadline=time.monotonic() + 10)["boucle"]
         finally:
             client.close()
         assert len(up.seen) == 1, f"{len(up.seen)} requests for one page"
@@ -324,7 +326,7 @@ def test_many_requests_through_one_watchdog(sim):
         sim.add_tag(campaign(tag, 45))  # 5 pages of 10
     client = SmsPartnerClient(make_config(sim, tags, timeout="1s").api)
     try:
-        results = client.fetch_tags(tags, deadline=time.monotonic() + 60)
+        results = read_whole(client, tags, deadline=time.monotonic() + 60)
         for tag in tags:
             assert results[tag].complete and results[tag].messages == 45, results[tag]
         assert client.requests_made == 150

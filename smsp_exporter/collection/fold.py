@@ -31,10 +31,12 @@ def merge(
     deadline: float,
     mismatches: Counter[tuple[str, str]],
     tag: str,
+    api_now: float | None = None,
 ) -> int:
-    """Fold a round's reads (read at wall time ``now``) into the segments; check what they
-    overlap (a contradiction is counted in ``mismatches`` by (tag, reason), then raised).
-    Returns the number of segments kept unread."""
+    """Fold a round's reads (read at wall time ``now``; ``api_now``: the API's clock then, from
+    its Date header, if known) into the segments; check what they overlap (a contradiction is
+    counted in ``mismatches`` by (tag, reason), then raised). Returns the number of segments
+    kept unread."""
     if not reads:
         return len(st.segments)
     pieces = _paint(reads)
@@ -70,7 +72,12 @@ def merge(
     if st.api_newest:  # the API's clock ran at least as long as ours since
         newest = max(newest, int(st.api_newest + max(0.0, now - st.api_seen)))
     st.api_newest, st.api_seen = newest, now
-    ref = int(min(now, newest)) if newest else int(now)
+    # "Now" for the report deadline, on the API's clock (its dates): its own Date when it sent
+    # one; else estimated from the newest date it showed, never ahead of our clock.
+    if api_now is not None:
+        ref = int(min(now, api_now))
+    else:
+        ref = int(min(now, newest)) if newest else int(now)
     for lo, hi, detail in pieces:
         cuts = [(lo, hi)]
         first = max(0, bisect.bisect_right(los, lo) - 1)
@@ -145,21 +152,34 @@ def first_read_end(
     fetched: int,
     latest_total: int | None,
     error: UpstreamError | None,
+    budget: int | None = None,
 ) -> tuple[UpstreamError | Progress, RoundInfo] | None:
     """A first read at the end of a round (its reads folded in): complete, or how far it is
     (None: complete and fresh, the tag is counted)."""
     covered = st.covered()
     known = max([st.total, latest_total or 0, covered])
-    if covered >= known and latest_total is not None and error is None:
+    if not st.complete and covered >= known and latest_total is not None and error is None:
         st.complete = True
         st.total = covered
         if st.order == "unknown":
             st.label_total = covered
-    # Pages read in an earlier round of a first read may have had reports since: the
-    # counts wait for the next round, which reads them again, as every round does.
-    stale = sum(s.hi - s.lo for s in st.segments if s.live and s.read_at < now)
+    # Pages read in an earlier round of a first read may have had reports since: the counts
+    # wait for a round that reads every changeable page again, as every round did before a
+    # budget (they are wanted until then: ``refresh_before``). Under a ``budget`` (requests a
+    # round), only while one round can read them all: a huge campaign, young all through, is
+    # counted at once, and those pages are read on their schedule.
+    if st.refresh_before:
+        stale_segments = [s for s in st.segments if s.live and s.read_at <= st.refresh_before]
+    else:
+        stale_segments = [s for s in st.segments if s.live and s.read_at < now]
+    if budget is not None and len(stale_segments) > budget:
+        stale_segments = []
+    stale = sum(s.hi - s.lo for s in stale_segments)
     if st.complete and not stale:
+        st.refresh_before = 0.0
         return None
+    if st.complete and not st.refresh_before:
+        st.refresh_before = now
     read = sum(seg.hi - seg.lo for seg in st.segments) - stale
     info = RoundInfo("first_read", st.order, fetched, 0, read, known)
     if error is not None and not isinstance(error, DeadlineExceeded):
@@ -170,7 +190,10 @@ def first_read_end(
 
 
 def counts(st: TagState, tag: str, pages: int, total_reported: int | None) -> TagCounts:
-    """The tag's counts, from its segments (a complete read)."""
+    """The tag's counts, from its segments (a complete read): those that cover it from its
+    first message without a gap. Segments past a gap (pages of new messages read while an
+    earlier one was deferred) wait until it is filled: the counts are then exactly those of
+    the tag's first ``covered()`` messages, never a set with holes."""
     by_code: Counter[int] = Counter()
     stop = 0
     newest = 0
@@ -179,7 +202,10 @@ def counts(st: TagState, tag: str, pages: int, total_reported: int | None) -> Ta
     bad_dates = 0
     bad_stops = 0
     waiting = st.statuses.index(WAITING) if WAITING in st.statuses else None
+    covered = st.covered()
     for seg in st.segments:
+        if seg.hi > covered:
+            break
         codes = seg.codes
         for code in range(len(st.statuses)):
             n = codes.count(code)

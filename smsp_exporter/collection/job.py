@@ -1,25 +1,32 @@
-"""One tag's collection in one round (the model is described in ``state.py``): which
-pages it asks, in what sequence, and what it makes of their answers. Where pages sit and which
-messages a round needs are in ``pages``, the order's detection in
-``order``, the folding and counting in ``fold``."""
+"""One tag's collection in one round (the model is described in ``state.py``): which pages it
+wants, why (each want has a purpose: see ``scheduler.py``), and what it makes of the answers.
+Where pages sit and which messages a round needs are in ``pages``, the order's detection in
+``order``, the folding and counting in ``fold``.
+
+A round may hand out only part of what a job wants (the budget ran out): the job then keeps
+what it read when that is safe (a first read's pages; a steady round's pages, each placed by
+the total its answer gave) and is *deferred* otherwise (a whole read, an order's detection):
+its state is left as it was, and the tag keeps the counts it had.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from ..client import TagCounts, TagPager
+from ..client import TagCounts
 from ..errors import DeadlineExceeded, UpstreamError
 from ..parse import Page
 from . import fold as fold
 from . import order as order
 from . import pages as pages
 from .model import Detail, Inconsistent, Progress, Read, RoundInfo, TagState
-
-if TYPE_CHECKING:
-    from .state import IncrementalReader
+from .scheduler import Purpose, Want
+from .state import IncrementalState
+from .whole import TagPager
 
 # The name the incremental reader has always logged under (operators filter on it).
 log = logging.getLogger("smsp_exporter.incremental")
@@ -29,6 +36,29 @@ log = logging.getLogger("smsp_exporter.incremental")
 WHOLE_READS_FOR = 3600.0
 # Extra request passes a round may make for messages that moved while it ran (newest-first).
 MAX_FILL_PASSES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """What every job of a round shares."""
+
+    now: float  # wall time of the round's start (the reader's clock)
+    api_clock: Callable[[], float | None]  # the API's clock now, from its Date (None: unknown)
+    report_deadline: float
+    every_round: bool  # no budget: every page that may have changed, every round
+    budget: int | None  # requests the round may send (None: no limit)
+    cold_check_interval: float
+    max_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A tag whose reads this round were left for a later one: it keeps its counts."""
+
+    tag: str
+
+
+Result = TagCounts | UpstreamError | Progress | Deferred
 
 
 def _mode(state: TagState | None, now: float) -> str:
@@ -61,14 +91,27 @@ class _Asked:
         return out
 
 
-class _Job:
-    """One tag's collection in one round."""
+class Job:
+    """One tag's collection in one round. ``rank``: the tag's place in the round's stable
+    order (first reads go one tag after another in it); ``last_read``: when the tag was last
+    read whole-heartedly (the stalest goes first)."""
 
-    def __init__(self, reader: IncrementalReader, tag: str, state: TagState | None) -> None:
-        self.reader = reader
+    def __init__(
+        self,
+        plan: RoundPlan,
+        shared: IncrementalState | None,
+        tag: str,
+        state: TagState | None,
+        rank: int = 0,
+        last_read: float = 0.0,
+    ) -> None:
+        self.plan = plan
+        self.shared = shared
         self.tag = tag
         self.state = state
-        self.now = reader.clock()
+        self.now = plan.now
+        self.rank = rank
+        self.last_read = last_read
         self.reads: list[tuple[int, int, Detail, int]] = []  # (lo, hi, detail by idx, total)
         self.want: list[tuple[int, int]] = []  # the send-index ranges this round needs
         self.asked = _Asked()
@@ -93,34 +136,116 @@ class _Job:
         self.started: float | None = None
         self.ended: float | None = None
         self.mode = _mode(state, self.now)
+        self.why: dict[int, tuple[Purpose, float]] = {}  # page -> (purpose, key) of its want
+        self.audits: list[tuple[int, int]] = []  # the audit's segments this round, in turn
+        self.answered: set[int] = set()  # pages whose answer was folded in
+        self.whole_pages = 1  # a whole read: the pages it takes (from the last one)
 
-    # -- the requests
+    # -- the wants
 
-    def start(self) -> list[int]:
+    def _wants(self, numbers: Iterable[int], purpose: Purpose | None = None) -> list[Want]:
+        """Wants for ``numbers``: each with the purpose noted for it (or ``purpose``)."""
+        out = []
+        default = Purpose.NEW if self.mode == "steady" else Purpose.FIRST_READ
+        for number in numbers:
+            why, key = self.why.get(number, (purpose or default, 0.0))
+            if purpose is not None:
+                why = purpose
+            out.append(Want(why, self._key(why, key, number), self.tag, number))
+        self.outstanding += len(out)
+        return out
+
+    def _key(self, purpose: Purpose, key: float, number: int) -> tuple[float, ...]:
+        if purpose == Purpose.FIRST_READ:
+            return (self.rank, key, number)  # one tag after another, its pages in send order
+        if purpose == Purpose.WHOLE or purpose == Purpose.NEW:
+            return (self.last_read, self.rank, number)  # the stalest tag first
+        if purpose == Purpose.AUDIT and self.state is not None:
+            return (self.state.audited_at, self.rank, number)  # the tag audited longest ago
+        return (key, self.rank, number)  # waiting: the page due the earliest first
+
+    def start(self) -> list[Want]:
         st = self.state
         if self.mode == "whole" or st is None:
-            return self._go_whole()
-        if self.mode == "first" and not st.segments:
-            self.shadow = TagPager(self.tag, self.reader.client.api.max_pages)
-        if self.mode == "steady" and st.order == "oldest" and st.size:
-            return self.asked.new([max(1, math.ceil(st.total / st.size))])
-        return self.asked.new([1])
+            return self._whole_wants(self._go_whole())
+        if self.mode == "first":
+            if not st.segments:
+                self.shadow = TagPager(self.tag, self.plan.max_pages)
+                return self._wants(self.asked.new([1]), Purpose.FIRST_READ)
+            # Going on: from its first page not read yet (that answer tells the total too).
+            return self._wants(self.asked.new([self._first_hole()]), Purpose.FIRST_READ)
+        purpose = self._total_due(st)
+        if purpose is None:
+            self.settled = True  # nothing due: the counts stand as kept
+            return []
+        page = 1
+        if st.order == "oldest" and st.size:
+            page = max(1, math.ceil(st.total / st.size))
+        then = 0
+        if not self.plan.every_round:
+            api_now = self.plan.api_clock()
+            then = st.grew + pages.waiting_count(st, self.now, self.plan.report_deadline, api_now)
+        self.asked.new([page])
+        self.outstanding += 1
+        key = st.checked_at if purpose == Purpose.COLD_CHECK else self.last_read
+        return [Want(purpose, (key, self.rank, page), self.tag, page, then)]
+
+    def _first_hole(self) -> int:
+        st = self.state
+        assert st is not None
+        end = 0
+        for seg in st.segments:
+            if seg.lo > end:
+                break
+            end = seg.hi
+        known = max(st.label_total, st.total, st.covered())
+        found = sorted(pages.pages_for(st, end, end + 1, max(known, end + 1)))
+        return found[0] if found else 1
+
+    def _total_due(self, st: TagState) -> Purpose | None:
+        """Whether a steady round reads the tag's total, and why (None: not this round).
+
+        A tag that may have changed is read every round: it holds Waiting messages that may
+        still get a report, or it had new messages within ``cold_check_interval``. A quiet
+        (cold) one is read again once a quarter of the time it has been quiet has passed
+        (``cold_check``), and at least every ``cold_check_interval`` (then as ``total``).
+        Without a budget, every tag every round."""
+        if self.plan.every_round:
+            return Purpose.TOTAL
+        now, deadline = self.now, self.plan.report_deadline
+        if any(pages.changeable(seg, now, deadline) for seg in st.segments):
+            return Purpose.TOTAL
+        quiet = now - st.changed_at
+        interval = self.plan.cold_check_interval
+        since = now - st.checked_at
+        if quiet < interval or since >= interval:
+            return Purpose.TOTAL
+        if since >= quiet / 4:
+            return Purpose.COLD_CHECK
+        return None
+
+    def _whole_wants(self, numbers: list[int]) -> list[Want]:
+        """A whole read's first page: handed out only if all its pages fit (see Want)."""
+        wants = self._wants(numbers, Purpose.WHOLE)
+        return [Want(w.purpose, w.key, w.tag, w.page, self.whole_pages - 1, True) for w in wants]
 
     def _go_whole(self) -> list[int]:
         self.mode = "whole"
         self.generation += 1
+        self.outstanding = 0
         self.reads.clear()
-        self.whole = TagPager(self.tag, self.reader.client.api.max_pages)
+        self.whole = TagPager(self.tag, self.plan.max_pages)
         self.asked = _Asked()
         return self.asked.new([1])
 
-    def fail(self, err: Inconsistent) -> list[int]:
+    def fail(self, err: Inconsistent) -> list[Want]:
         """A check failed: drop the state, count it, and read the tag whole now."""
         self.failed = err
         st = self.state
         shadow = self.shadow
         self.shadow = None
-        self.reader.shared.fallbacks[(self.tag, err.reason)] += 1
+        if self.shared is not None:
+            self.shared.fallbacks[(self.tag, err.reason)] += 1
         log.warning(
             "incremental reading of the tag is inconsistent: reading it whole",
             extra={"tag": self.tag, "reason": err.reason},
@@ -135,18 +260,20 @@ class _Job:
             self.mode = "whole"
             self.whole = shadow
             self.reads.clear()
-            return self.asked.new(self.shadow_pages)
-        return self._go_whole()
+            return self._wants(self.asked.new(self.shadow_pages), Purpose.WHOLE)
+        return self._wants(self._go_whole(), Purpose.WHOLE)
 
     # -- the answers
 
-    def on_page(self, number: int, read: Read | Page) -> list[int]:
+    def on_page(self, number: int, read: Read | Page) -> list[Want]:
+        self.outstanding -= 1
+        self.answered.add(number)
         if self.whole is not None:
             page = read.page if isinstance(read, Read) else read
             if number == 1:
                 numbers = self.whole.first_page(page)
                 self.asked.pages.update(numbers)
-                return numbers
+                return self._wants(numbers, Purpose.WHOLE)
             self.whole.other_page(number, page)
             return []
         try:
@@ -154,7 +281,7 @@ class _Job:
         except Inconsistent as err:
             return self.fail(err)
 
-    def _on_page(self, number: int, read: Read | Page) -> list[int]:
+    def _on_page(self, number: int, read: Read | Page) -> list[Want]:
         assert isinstance(read, Read)
         st = self.state
         assert st is not None
@@ -166,7 +293,7 @@ class _Job:
         page, detail, total = pages.answer_total(st, number, read, self.fingerprints)
         self.latest_total = total if self.latest_total is None else max(self.latest_total, total)
         first = not self.reads and not self.detecting
-        pages.check_layout(st, number, page, total, first, self.reader.client.api.max_pages)
+        pages.check_layout(st, number, page, total, first, self.plan.max_pages)
         if not first and st.order == "unknown" and not self.detecting and total != st.label_total:
             # The tag grew while the round ran and its order is not known yet: where this page
             # sits is not known either. Dropped; the next round detects the order.
@@ -176,21 +303,37 @@ class _Job:
         self.reads.append((lo, hi, by_idx, total))
         if not first:
             return []
+        if st.complete:
+            st.checked_at = self.now
         # After the first answer: the pages this round needs.
         if st.order == "unknown" and st.segments and total != st.label_total:
             self.detecting = True
-            return self.asked.new(order.detection_pages(st, total))
+            return self._wants(self.asked.new(order.detection_pages(st, total)), Purpose.NEW)
         if st.order == "unknown":
             st.label_total = total
-        return self.asked.new(self._needed_pages(total))
+        return self._wants(self.asked.new(self._needed_pages(total)))
 
     def _needed_pages(self, total: int) -> set[int]:
         st = self.state
         assert st is not None
-        self.want = pages.needed(st, total, self.now, self.reader.deadline)
-        return pages.pages_of(st, [(lo, min(hi, total)) for lo, hi in self.want], total)
+        plan = self.plan
+        spans = pages.needed(
+            st, total, self.now, plan.report_deadline, plan.every_round, plan.api_clock()
+        )
+        self.want = [(lo, hi) for lo, hi, _, _ in spans]
+        numbers: set[int] = set()
+        for lo, hi, purpose, key in spans:
+            hi = min(hi, total)
+            if purpose == Purpose.AUDIT:
+                self.audits.append((lo, hi))
+            for number in pages.pages_for(st, lo, hi, total):
+                numbers.add(number)
+                known = self.why.get(number)
+                if known is None or purpose < known[0]:
+                    self.why[number] = (purpose, key)
+        return numbers
 
-    def idle(self) -> list[int]:
+    def idle(self) -> list[Want]:
         """Every answer asked is in: detect the order, fill holes, or fold the reads in."""
         if self.whole is not None or self.error is not None or self.settled:
             return []
@@ -199,15 +342,39 @@ class _Job:
                 return self._detect()
             more = self.gaps() or self._refresh()
             if more:
-                return more
-            self.reused = self._merge()
-            self.settled = True
-            self.reads = []  # folded in: let the pages go
+                return self._wants(more)
+            self._fold_in()
             return []
         except Inconsistent as err:
             return self.fail(err)
 
-    def _detect(self) -> list[int]:
+    def _fold_in(self) -> None:
+        st = self.state
+        assert st is not None
+        grown = st.complete and self.latest_total is not None and self.latest_total > st.total
+        self.reused = self._merge()
+        if grown:
+            st.changed_at = self.now
+        st.grew = sum(
+            1 for n, (p, _) in self.why.items() if p == Purpose.NEW and n in self.answered
+        )
+        self._audited()
+        self.settled = True
+        self.reads = []  # folded in: let the pages go
+
+    def _audited(self) -> None:
+        """Move the audit's cursor past the segments it read, in turn."""
+        st = self.state
+        if st is None or not self.audits:
+            return
+        total = self.latest_total or st.total
+        for lo, hi in self.audits:
+            if not all(n in self.answered for n in pages.pages_for(st, lo, hi, total)):
+                break
+            st.cursor = hi
+            st.audited_at = self.now
+
+    def _detect(self) -> list[Want]:
         """Every detection page is in: which order explains them?"""
         st = self.state
         assert st is not None
@@ -217,7 +384,7 @@ class _Job:
             # The tag grew between requests: ask for where those messages are now.
             self.passes += 1
             self.detecting = True
-            return self.asked.again(order.moved_pages(st, total))
+            return self._wants(self.asked.again(order.moved_pages(st, total)), Purpose.NEW)
         fits = order.fits(st, oldest, newest, self.tag)
         if fits == "both":
             # Both read alike (e.g. nothing but Waiting messages): start again at this total.
@@ -226,7 +393,7 @@ class _Job:
             self.asked = _Asked()
             self.fingerprints.clear()
             self.latest_total = None
-            return self.asked.new([1])
+            return self._wants(self.asked.new([1]), Purpose.NEW)
         label = st.label_total
         if fits == "newest":
             self.reads = order.to_newest(st, self.reads)
@@ -235,7 +402,7 @@ class _Job:
         st.total = label if st.complete else st.covered()
         st.dirty = True
         log.info("listing order detected", extra={"tag": self.tag, "order": st.order})
-        return self.asked.new(self._needed_pages(total))
+        return self._wants(self.asked.new(self._needed_pages(total)))
 
     # -- the end of the round
 
@@ -257,7 +424,9 @@ class _Job:
 
     def _refresh(self) -> list[int]:
         """A first read about to end: read again the pages an earlier round of it read that
-        may have had reports since, so that its first counts are as fresh as any round's."""
+        may have had reports since, so that its first counts are as fresh as any round's.
+        Under a budget, what of it is deferred does not hold the counts back (see
+        ``fold.first_read_end``): those pages are then read on their schedule, as any tag's."""
         st = self.state
         assert st is not None
         if st.complete or not self.reads or self.passes >= MAX_FILL_PASSES:
@@ -267,46 +436,82 @@ class _Job:
             return []
         self.passes += 1
         numbers = pages.pages_of(st, stale, max(r[3] for r in self.reads))
+        for number in numbers:
+            self.why.setdefault(number, (Purpose.WAITING, 0.0))
         self.want.extend(stale)
         return self.asked.again(numbers)
 
     def _merge(self) -> int:
         assert self.state is not None
-        shared, deadline = self.reader.shared, self.reader.deadline
-        return fold.merge(self.state, self.reads, self.now, deadline, shared.mismatches, self.tag)
+        mismatches = self.shared.mismatches if self.shared is not None else Counter()
+        return fold.merge(
+            self.state,
+            self.reads,
+            self.now,
+            self.plan.report_deadline,
+            mismatches,
+            self.tag,
+            self.plan.api_clock(),
+        )
 
-    def finish(self) -> tuple[TagCounts | UpstreamError | Progress, RoundInfo]:
+    def finish(
+        self, deferred: int = 0
+    ) -> tuple[TagCounts | UpstreamError | Progress | Deferred, RoundInfo]:
+        """The round's result for the tag; ``deferred``: its wants the round could not hand
+        out."""
         if self.whole is not None:
             listing = "whole" if self.failed is not None or self.state is None else self.state.order
             info = RoundInfo("whole", listing, self.fetched)
             if self.error is not None:
                 return self.error, info
+            if deferred:
+                return Deferred(self.tag), info
             return self.whole.result(), info
         st = self.state
         assert st is not None
         if not self.settled:
-            if st.complete or self.detecting or not self.reads:
-                # A steady round cut short: nothing of it is used (never a half-updated tag).
-                error = self.error or DeadlineExceeded("the round ran out of time")
-                return error, RoundInfo("incremental", st.order, self.fetched)
-            try:  # a first read keeps what it got
-                self.reused = self._merge()
+            if self.error is not None and (st.complete or not self.reads):
+                # A steady round that failed: nothing of it is used (never a half-read tag);
+                # a first read that read nothing this round failed too.
+                return self.error, RoundInfo("incremental", st.order, self.fetched)
+            if self.detecting or (st.complete and not self.reads):
+                # The order's detection, or the total itself, left for a later round.
+                if self.error is not None:
+                    return self.error, RoundInfo("incremental", st.order, self.fetched)
+                return Deferred(self.tag), RoundInfo("incremental", st.order, self.fetched)
+            try:  # what it read is kept: a first read's pages, a steady round's part
+                self._fold_in()
             except Inconsistent as err:
                 self.fail(err)
                 error = DeadlineExceeded("inconsistent pages: the tag is read again")
                 return error, RoundInfo("whole", "whole", self.fetched)
         if self.error is not None and st.complete:
             return self.error, RoundInfo("incremental", st.order, self.fetched)
-        if st.complete and st.covered() != (st.segments[-1].hi if st.segments else 0):
-            # A hole (pages that moved while the round ran and could not be caught up): the
-            # counts would miss messages. None this round; the next one fills it.
-            error = DeadlineExceeded("pages moved while the round ran")
-            return error, RoundInfo("incremental", st.order, self.fetched)
-        if not st.complete:
+        if not st.complete or st.refresh_before:
             ended = fold.first_read_end(
-                st, self.tag, self.now, self.fetched, self.latest_total, self.error
+                st,
+                self.tag,
+                self.now,
+                self.fetched,
+                self.latest_total,
+                self.error,
+                budget=self.plan.budget,
             )
             if ended is not None:
                 return ended
+            self._first_counts()
         info = RoundInfo("incremental", st.order, self.fetched, self.reused)
         return fold.counts(st, self.tag, self.fetched, self.latest_total), info
+
+    def _first_counts(self) -> None:
+        """A first read just ended: date its last change from the tag's own dates (a campaign
+        finished days ago is quiet from the start), and its total as just read."""
+        st = self.state
+        assert st is not None
+        st.checked_at = self.now
+        newest = max((max(seg.dates, default=0) for seg in st.segments), default=0)
+        api_now = self.plan.api_clock()
+        if api_now is not None and newest:
+            st.changed_at = self.now - max(0.0, api_now - newest)
+        else:
+            st.changed_at = self.now

@@ -178,6 +178,16 @@ class TagState:
     # is min(our clock, that): the API's dates rule where they lag (a simulator in the past).
     api_newest: int = 0
     api_seen: float = 0.0
+    # Our wall times: of the last read of its total, of the last change seen (growth; at the
+    # end of the first read, the tag's newest date), of its last audit read. The scheduler's
+    # schedules run on them (see scheduler.py).
+    checked_at: float = 0.0
+    changed_at: float = 0.0
+    audited_at: float = 0.0
+    grew: int = 0  # pages of new messages its last round read (not kept in the state file)
+    # A first read whose pages cover the tag, not counted yet: the changeable pages read
+    # before this (wall) time are read again first (not kept in the state file either).
+    refresh_before: float = 0.0
     dirty: bool = True  # changed since the state file was written
 
     def code(self, status: str) -> int:

@@ -8,7 +8,8 @@ import math
 from collections.abc import Iterable
 
 from ..parse import Page
-from .model import Detail, Inconsistent, Read, TagState
+from .model import WAITING, Detail, Inconsistent, Read, Segment, TagState
+from .scheduler import Purpose
 
 # Frozen segments re-read each round: at least AUDIT_MIN, and enough for a whole cycle in
 # AUDIT_CYCLE rounds.
@@ -107,40 +108,97 @@ def check_size(st: TagState, number: int, items: int, total: int, first: bool = 
 # -- which messages a round asks for
 
 
-def needed(st: TagState, total: int, now: float, deadline: float) -> list[tuple[int, int]]:
-    """The send-index ranges this round needs, once the first answer told ``total``."""
-    want: list[tuple[int, int]] = []
+# A range of send indices a round wants, why, and its order among the wants of that purpose.
+Span = tuple[int, int, Purpose, float]
+
+
+def waiting_due(st: TagState, seg: Segment, now: float, api_now: float | None) -> bool:
+    """Whether a segment holding young Waiting messages is worth reading again: once a
+    quarter of the age its youngest Waiting message had at the last read has passed. A message
+    that never gets its report then costs a handful of reads over the report deadline, not one
+    a round; a report that arrives at age A is seen within about A/4 (or a round).
+
+    Ages are reckoned on the API's clock (``api_now``, from its Date header: reports arrive on
+    its time); a message without a date is aged from when it was first seen, on ours."""
+    if seg.live:
+        waiting = st.statuses.index(WAITING) if WAITING in st.statuses else None
+        youngest = max(
+            (d for c, d in zip(seg.codes, seg.dates, strict=True) if c == waiting and d),
+            default=None,
+        )
+        if youngest is not None:
+            age = max(0.0, float(seg.ref - youngest))
+            if api_now is None or api_now >= seg.ref + age / 4:
+                return True
+    if seg.unknown_seen is not None:
+        age = max(0.0, seg.read_at - seg.unknown_seen)
+        if now >= seg.read_at + age / 4:
+            return True
+    return False
+
+
+def changeable(seg: Segment, now: float, deadline: float) -> bool:
+    """Whether the segment holds a Waiting message that may still get its report."""
+    unknown_young = seg.unknown_seen is not None and seg.unknown_seen >= now - deadline
+    return seg.live or unknown_young
+
+
+def needed(
+    st: TagState,
+    total: int,
+    now: float,
+    deadline: float,
+    every_round: bool = True,
+    api_now: float | None = None,
+) -> list[Span]:
+    """The send-index ranges this round needs, once the first answer told ``total``, each
+    with its purpose and its order among the wants of that purpose (the segment read longest
+    ago first). ``every_round`` (no rate limit): a changeable segment is read every round,
+    not on its decaying schedule (:func:`waiting_due`)."""
+    want: list[Span] = []
     if not st.complete:
         end = 0
         for seg in st.segments:
             if seg.lo > end:
-                want.append((end, seg.lo))
+                want.append((end, seg.lo, Purpose.FIRST_READ, end))
             end = max(end, seg.hi)
-        want.append((end, total))
+        want.append((end, total, Purpose.FIRST_READ, end))
     else:
-        want.append((st.total, total))
+        want.append((st.total, total, Purpose.NEW, st.total))
         frozen = []
         for index, seg in enumerate(st.segments):
-            anchor = seg.hi == st.total
-            unknown_young = seg.unknown_seen is not None and seg.unknown_seen >= now - deadline
-            if seg.live or anchor or unknown_young:
-                want.append((seg.lo, seg.hi))
+            if seg.hi == st.total:  # the anchor: the order is checked on it
+                want.append((seg.lo, seg.hi, Purpose.NEW, seg.lo))
+            elif changeable(seg, now, deadline):
+                due = every_round or seg.read_at <= st.refresh_before
+                if due or waiting_due(st, seg, now, api_now):
+                    want.append((seg.lo, seg.hi, Purpose.WAITING, seg.read_at))
             else:
                 frozen.append(index)
-        want.extend(audit(st, frozen))
-    return [(lo, hi) for lo, hi in want if lo < hi]
+        want.extend((lo, hi, Purpose.AUDIT, lo) for lo, hi in audit(st, frozen))
+    return [w for w in want if w[0] < w[1]]
+
+
+def waiting_count(st: TagState, now: float, deadline: float, api_now: float | None) -> int:
+    """How many changeable segments are due for a read (what a round reserves for them)."""
+    return sum(
+        1
+        for seg in st.segments
+        if seg.hi != st.total
+        and changeable(seg, now, deadline)
+        and waiting_due(st, seg, now, api_now)
+    )
 
 
 def audit(st: TagState, frozen: list[int]) -> list[tuple[int, int]]:
-    """The frozen segments (indices in ``st.segments``) re-read this round, in turn from the
-    audit's cursor."""
+    """The frozen segments (indices in ``st.segments``) to read again this round, in turn from
+    the audit's cursor (which moves once they are read: :func:`audited`)."""
     if not frozen:
         return []
     count = min(len(frozen), max(AUDIT_MIN, math.ceil(len(frozen) / AUDIT_CYCLE)))
     los = [st.segments[i].lo for i in frozen]
     start = bisect.bisect_left(los, st.cursor) % len(frozen)
     chosen = [st.segments[frozen[(start + k) % len(frozen)]] for k in range(count)]
-    st.cursor = chosen[-1].hi
     return [(seg.lo, seg.hi) for seg in chosen]
 
 

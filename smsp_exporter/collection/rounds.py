@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -26,8 +27,10 @@ from ..client import SmsPartnerClient, TagCounts
 from ..config import Config
 from ..errors import UpstreamError
 from ..tags import expand_tags
+from .job import Deferred, Result
 from .model import Progress, RoundInfo
-from .state import IncrementalReader, IncrementalState
+from .reader import Reader, RoundOutcome, budget_for
+from .state import IncrementalState
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +108,18 @@ class Poller:
         self.config = config
         self.client = client
         # Incremental collection: the per-page state (``shared`` is a previous exporter's, kept
-        # across a reload), read through an IncrementalReader; None reads every page each round.
+        # across a reload); None: every page of every tag each round.
         self.incremental: IncrementalState | None = None
-        self.reader: IncrementalReader | None = None
         if config.collection.incremental:
             self.incremental = shared if shared is not None else IncrementalState()
-            self.reader = IncrementalReader(
-                client, self.incremental, config.collection.report_deadline
-            )
+        self.reader = Reader(
+            client,
+            self.incremental,
+            config.collection.report_deadline,
+            config.collection.cold_check_interval,
+        )
+        self._spent_total: Counter[str] = Counter()  # reads sent, by purpose, since start
+        self._behind_since: dict[str, float] = {}
         self._errors: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
         self._truncations: dict[str, dict[str, int]] = {tag: {} for tag in config.tags}
         self._last_good: dict[str, TagCounts] = {}
@@ -124,21 +131,34 @@ class Poller:
 
     def share_incremental(self, shared: IncrementalState) -> None:
         """Go on with ``shared``, another poller's page state (a reload keeps it)."""
-        if self.reader is not None:
+        if self.incremental is not None:
             self.incremental = shared
             self.reader.shared = shared
+
+    def budget(self, seconds: float) -> int | None:
+        """Requests a round of ``seconds`` may send (None: no rate limit, the deadline alone),
+        the account's reading set aside."""
+        rate = self.client.api.max_requests_per_second
+        budget = budget_for(rate, seconds, getattr(self.client.limiter, "interval", 0.0))
+        if budget is not None and self.account is not None:
+            budget = max(1, budget - 1)
+        return budget
 
     def round_tags(self, now: float | None = None) -> dict[str, str | None]:
         """This round's tags, each mapped to its template (None for a static tag)."""
         now = time.time() if now is None else now
         return expand_tags(self.config.tags, self.config.tag_templates, now)
 
-    def run_round(self, budget: float) -> Snapshot:
+    def run_round(self, budget: float, requests: int | None = None) -> Snapshot:
+        """A round of ``budget`` seconds; ``requests``: its request budget, if not the one the
+        rate limit gives that time (tests and benchmarks plan rounds without waiting)."""
         started = time.monotonic()
         deadline = started + budget
         tags = self.round_tags()
         account = self.account.start(deadline) if self.account is not None else None
-        states = self.collect(tags, deadline)
+        if requests is None:
+            requests = self.budget(budget)
+        states, spent = self.collect(tags, deadline, requests, seconds=budget)
         for gone in set(self._errors) - set(tags):
             self._forget(gone)
         if self.incremental is not None:
@@ -152,34 +172,68 @@ class Poller:
             time.monotonic() - started,
             self.client.requests_made,
             account_state,
+            spent,
         )
         self.latest = snapshot
         return snapshot
 
-    def collect(self, tags: Mapping[str, str | None], deadline: float) -> tuple[TagState, ...]:
-        """Collect ``tags`` (tag -> template) now and fold the results in."""
+    def collect(
+        self,
+        tags: Mapping[str, str | None],
+        deadline: float,
+        requests: int | None = None,
+        seconds: float | None = None,
+    ) -> tuple[tuple[TagState, ...], RoundBudget]:
+        """Collect ``tags`` (tag -> template) now, within ``requests`` (None: no limit), and
+        fold the results in; also what the round spent."""
         started = time.monotonic()
         durations: dict[str, float] = {}
-        infos: Mapping[str, RoundInfo] = {}
-        results: Mapping[str, TagCounts | UpstreamError | Progress]
-        if self.reader is not None:
-            results, infos = self.reader.fetch_tags(tags, deadline, durations)
-        else:
-            results = self.client.fetch_tags(tags, deadline, durations)
+        outcome = self.reader.fetch_tags(tags, deadline, durations, requests)
         duration = time.monotonic() - started  # for a tag that never started: the round's
         now = time.time()
         with self._fold_lock:
-            return tuple(
-                self._with_info(
-                    self._fold(tag, results[tag], durations.get(tag, duration), now, template),
-                    infos.get(tag),
-                )
-                for tag, template in tags.items()
+            self._spent_total.update(outcome.spent)
+            spent = RoundBudget(
+                outcome.budget,
+                seconds if seconds is not None else max(0.0, deadline - started),
+                MappingProxyType(dict(outcome.spent)),
+                MappingProxyType(dict(outcome.left)),
+                MappingProxyType(dict(self._spent_total)),
             )
+            states = []
+            for tag, template in tags.items():
+                info = outcome.infos.get(tag)
+                read = info is None or info.fetched > 0
+                state = self._fold(
+                    tag, outcome.results[tag], durations.get(tag, duration), now, template, read
+                )
+                if self.incremental is None:
+                    info = None  # whole reads only: no sms_collection_* figures
+                states.append(self._fresh(state, info, outcome, now))
+            return tuple(states), spent
 
-    @staticmethod
-    def _with_info(state: TagState, info: RoundInfo | None) -> TagState:
-        return state if info is None else replace(state, incremental=info)
+    def _fresh(
+        self, state: TagState, info: RoundInfo | None, outcome: RoundOutcome, now: float
+    ) -> TagState:
+        """``state`` with how the round read it and how fresh its counts are."""
+        tag = state.tag
+        deferred = outcome.deferred.get(tag, 0)
+        if deferred and state.up:
+            self._behind_since.setdefault(tag, now)
+        else:
+            self._behind_since.pop(tag, None)
+        last_read = self.reader.last_read.get(tag)
+        return replace(
+            state,
+            incremental=info,
+            last_read=last_read if last_read is None else self._wall(last_read),
+            deferred=deferred,
+            behind_since=self._behind_since.get(tag),
+        )
+
+    def _wall(self, when: float) -> float:
+        """A time of the reader's clock (which tests set to a simulator's) as wall time."""
+        return when - self.reader.clock() + time.time()
 
     def _forget(self, tag: str) -> None:
         with self._fold_lock:
@@ -192,19 +246,25 @@ class Poller:
     def _fold(
         self,
         tag: str,
-        result: TagCounts | UpstreamError | Progress,
+        result: Result,
         duration: float,
         now: float,
         template: str | None = None,
+        read: bool = True,
     ) -> TagState:
+        """Fold a tag's result in; ``read``: the round asked the API about it (a quiet tag not
+        due for a read keeps its counts, and its last success stays when it was read)."""
         errors = self._errors.setdefault(tag, {})
         truncations = self._truncations.setdefault(tag, {})
-        if not isinstance(result, Progress):
+        if not isinstance(result, Progress | Deferred):
             result = bounded_result(result)  # at most MAX_TAG_STATUSES statuses a tag
         message = None
         if isinstance(result, Progress):
             # A first read still going on: collected fine so far, but no counts to show.
             counts, up, error = None, True, None
+        elif isinstance(result, Deferred):
+            # Its reads were left for a later round: not a failure, its counts stand.
+            counts, up, error = self._last_good.get(tag), True, None
         elif isinstance(result, UpstreamError):
             errors[result.reason] = errors.get(result.reason, 0) + 1
             log.warning(
@@ -224,7 +284,8 @@ class Poller:
                 )
             self._tell_unreadable(tag, result)
             self._last_good[tag] = result
-            self._last_success[tag] = now
+            if read or tag not in self._last_success:
+                self._last_success[tag] = now
             counts, up, error = result, True, None
         return TagState(
             tag=tag,

@@ -37,25 +37,16 @@ the states of every tag and the reader that runs a round's jobs over the client'
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import CancelledError, Future
+from collections.abc import Iterable
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
-from ..client import SmsPartnerClient, TagCounts
-from ..errors import ConnectionFailed, DeadlineExceeded, InvalidResponse, UpstreamError
-from .job import _Job
-from .model import Inconsistent, Progress, Read, RoundInfo, TagState, parse_detailed
+from .model import RoundInfo, TagState
 
-log = logging.getLogger(__name__)
-
-# -- the reader ----------------------------------------------------------------------------
+# -- the states of every tag -------------------------------------------------------------------
 
 
 class IncrementalState:
@@ -126,127 +117,6 @@ class IncrementalState:
         with self._lock:
             tags = {t: s for t, s in self.tags.items() if t not in self._busy}
         self.store.save(tags, set(keep))
-
-
-class IncrementalReader:
-    """Collects tags the incremental way; a drop-in for :meth:`SmsPartnerClient.fetch_tags`
-    that returns, besides each tag's result, a :class:`RoundInfo`."""
-
-    def __init__(
-        self,
-        client: SmsPartnerClient,
-        shared: IncrementalState,
-        report_deadline: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.client = client
-        self.shared = shared
-        self.deadline = report_deadline
-        self.clock = clock  # Unix time (tests follow a simulator's clock)
-
-    def fetch_tags(
-        self,
-        tags: Iterable[str],
-        deadline: float | None = None,
-        durations: dict[str, float] | None = None,
-    ) -> tuple[dict[str, TagCounts | UpstreamError | Progress], dict[str, RoundInfo]]:
-        jobs: dict[str, _Job] = {}
-        for tag in dict.fromkeys(tags):
-            state = self.shared.checkout(tag)
-            jobs[tag] = _Job(self, tag, state)
-        pending: dict[Future, tuple[str, int, int]] = {}
-        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
-        executor = self.client._executor
-
-        def fetch(tag: str, number: int) -> Read:
-            job = jobs[tag]
-            if job.started is None:
-                job.started = time.monotonic()
-            # fetch_page returns what `parse` makes of the body: here a Read.
-            return cast(Read, self.client.fetch_page(tag, number, deadline, parse=parse_detailed))
-
-        def submit(tag: str, numbers: list[int]) -> None:
-            job = jobs[tag]
-            for number in numbers:
-                try:
-                    future = executor.submit(fetch, tag, number)
-                except RuntimeError:  # the client is closed
-                    job.error = ConnectionFailed("the client is closed")
-                    return
-                pending[future] = (tag, number, job.generation)
-                job.outstanding += 1
-                future.add_done_callback(finished.put)
-
-        for tag, job in jobs.items():
-            submit(tag, job.start())
-        while pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                future = finished.get(timeout=remaining)
-            except queue.Empty:
-                break
-            tag, number, generation = pending.pop(future)
-            job = jobs[tag]
-            job.outstanding -= 1
-            if job.error is not None or generation != job.generation:
-                continue
-            job.ended = time.monotonic()
-            job.fetched += 1
-            try:
-                result = future.result()
-            except UpstreamError as err:
-                job.error = err
-                _cancel(pending, tag)
-                continue
-            except CancelledError:
-                job.error = ConnectionFailed("the client is closed")
-                continue
-            except Exception as err:  # a bug must not take the other tags down
-                log.exception("unexpected error while reading a page", extra={"tag": tag})
-                job.error = InvalidResponse(f"unexpected error ({type(err).__name__})")
-                _cancel(pending, tag)
-                continue
-            before = job.generation
-            try:
-                more = job.on_page(number, result)
-                if not more and job.outstanding == 0:
-                    more = job.idle()
-            except Exception as err:  # never a wrong count: read the tag whole instead
-                log.exception("unexpected error in incremental reading", extra={"tag": tag})
-                more = job.fail(Inconsistent(f"bug_{type(err).__name__}", listing=False))
-            if job.generation != before:
-                _cancel(pending, tag)
-            submit(tag, more)
-        cut_at = time.monotonic()
-        for future, (tag, _, generation) in pending.items():
-            future.cancel()
-            job = jobs[tag]
-            if job.error is None and generation == job.generation:
-                job.error = DeadlineExceeded("the round ran out of time")
-                job.ended = cut_at
-        results: dict[str, TagCounts | UpstreamError | Progress] = {}
-        infos: dict[str, RoundInfo] = {}
-        for tag, job in jobs.items():
-            try:
-                results[tag], infos[tag] = job.finish()
-            except Exception as err:  # never a wrong count: drop the state instead
-                log.exception("unexpected error folding the tag", extra={"tag": tag})
-                results[tag] = InvalidResponse(f"unexpected error ({type(err).__name__})")
-                infos[tag] = RoundInfo("whole", "whole", job.fetched)
-                job.state = None
-            if job.checked_out:
-                self.shared.checkin(tag, job.state)
-            infos[tag] = self.shared.with_totals(tag, infos[tag])
-            if durations is not None and job.started is not None and job.ended is not None:
-                durations[tag] = max(0.0, job.ended - job.started)
-        return results, infos
-
-
-def _cancel(pending: Mapping[Future, tuple[str, int, int]], tag: str) -> None:
-    """Cancel the tag's requests that have not started: their answers are moot."""
-    for future, (owner, _, _) in pending.items():
-        if owner == tag:
-            future.cancel()
 
 
 # -- metrics ---------------------------------------------------------------------------------

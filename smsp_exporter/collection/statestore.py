@@ -162,6 +162,10 @@ class StateStore:
                     whole_until=float(doc["whole_until"]),
                     api_newest=int(doc["api_newest"]),
                     api_seen=float(doc["api_seen"]),
+                    # Added after the first files were written: absent reads as "long ago".
+                    checked_at=float(doc.get("checked_at", 0.0)),
+                    changed_at=float(doc.get("changed_at", 0.0)),
+                    audited_at=float(doc.get("audited_at", 0.0)),
                     dirty=False,
                 )
                 if state.order not in ORDERS or state.size < 0 or state.total < 0:
@@ -246,6 +250,9 @@ class StateStore:
                 "whole_until": state.whole_until,
                 "api_newest": state.api_newest,
                 "api_seen": state.api_seen,
+                "checked_at": state.checked_at,
+                "changed_at": state.changed_at,
+                "audited_at": state.audited_at,
             }
             conn.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (tag, json.dumps(body)))
             before = self._saved.get(tag, {})

@@ -102,6 +102,7 @@ class Simulator:
             control=self._control.handle,
             traffic=self._traffic,
             stopping=self._stopping,
+            unix_time=lambda: self.start_time + self.now(),
         )
         self.port = server.server_port
         self._clock.restart()

@@ -61,9 +61,13 @@ class Server(ThreadingHTTPServer):
         control: ControlRoute,
         traffic: Traffic,
         stopping: threading.Event,
+        unix_time: Callable[[], float] | None = None,
     ) -> None:
         self.api_route, self.control_route = api, control
         self.traffic, self.stopping = traffic, stopping
+        # The simulated clock as a Unix time: what the Date header of every answer says, as a
+        # real server's says its own time (the exporter reads the API's clock from it).
+        self.unix_time = unix_time
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -95,6 +99,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: benchmarks make thousands of requests."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is None and self.server.unix_time is not None:
+            timestamp = self.server.unix_time()
+        return super().date_time_string(timestamp)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
