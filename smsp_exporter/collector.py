@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .account import account_families
 from .collection.rounds import Snapshot, Source
+from .collection.scheduler import PURPOSES
 from .collection.state import incremental_families
 from .parse import UNREADABLE_FIELDS
 
@@ -177,6 +178,15 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
         "sms_exporter_build_info", "Build of smsp-exporter; always 1", labels=["version"]
     )
     build.add_metric([__version__], 1.0)
+    last_read = GaugeMetricFamily(
+        "sms_collection_last_read_timestamp_seconds",
+        "Unix time as of which the tag's counts are current: the end of the last round that "
+        "did every read the tag was due (reads left for a later round keep it back)",
+        labels=["tag"],
+    )
+    for state in snapshot.tags:
+        if state.last_read is not None:
+            last_read.add_metric([state.tag], state.last_read)
     per_tag = [
         status,
         stop,
@@ -191,11 +201,55 @@ def families(snapshot: Snapshot, *, cached: bool = False, now: float | None = No
         newest,
         waiting_age,
         *incremental_families(snapshot.tags),
+        last_read,
         unreadable,
     ]
     _label_templates(per_tag, snapshot)
     account = list(account_families(snapshot.account)) if snapshot.account is not None else []
-    return [*per_tag, *account, requests_total, build]
+    return [*per_tag, *account, *budget_families(snapshot, now), requests_total, build]
+
+
+def budget_families(snapshot: Snapshot, now: float) -> list[Metric]:
+    """How the rounds spend the API's rate: the last round's budget, what it could not do,
+    reads by purpose since the start, and how far behind the stalest tag is."""
+    budget = snapshot.budget
+    requests = GaugeMetricFamily(
+        "sms_collection_budget_requests",
+        "Requests the last collection round could send: the API's rate limit times the time "
+        "it had (absent without a rate limit)",
+    )
+    spent = CounterMetricFamily(
+        "sms_collection_requests",
+        "Pages asked by collection rounds, by purpose (total, new, waiting, whole, "
+        "first_read, cold_check, audit); sms_api_requests_total counts every HTTP request",
+        labels=["purpose"],
+    )
+    deferred = GaugeMetricFamily(
+        "sms_collection_deferred_reads",
+        "Reads the last round wanted but left for a later one (its budget ran out), by purpose",
+        labels=["purpose"],
+    )
+    stalest = GaugeMetricFamily(
+        "sms_collection_stalest_read_age_seconds",
+        "Seconds since the counts of the up tag read longest ago were current (see "
+        "sms_collection_last_read_timestamp_seconds)",
+    )
+    cold = GaugeMetricFamily(
+        "sms_collection_cold_check_interval_seconds",
+        "collection.cold_check_interval: a quiet tag's total is read at least this often",
+    )
+    if budget is not None:
+        if budget.requests is not None:
+            requests.add_metric([], float(budget.requests))
+        for purpose in PURPOSES:
+            spent.add_metric([purpose], float(budget.spent_total.get(purpose, 0)))
+            deferred.add_metric([purpose], float(budget.deferred.get(purpose, 0)))
+        if budget.cold_check_interval is not None:
+            cold.add_metric([], budget.cold_check_interval)
+    ages = [now - s.last_read for s in snapshot.tags if s.up and s.last_read is not None]
+    if ages:
+        stalest.add_metric([], max(0.0, max(ages)))
+    return [requests, spent, deferred, stalest, cold]
 
 
 def _label_templates(per_tag: list[Metric], snapshot: Snapshot) -> None:

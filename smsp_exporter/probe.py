@@ -51,7 +51,17 @@ from .config import AccountConfig, Config
 from .web import SCRAPE_TIMEOUT_HEADER, answer_text, parse_scrape_timeout
 
 # Families describing the exporter itself: served on /metrics only.
-EXPORTER_FAMILIES = frozenset({"sms_api_requests", "sms_exporter_build_info"})
+EXPORTER_FAMILIES = frozenset(
+    {
+        "sms_api_requests",
+        "sms_exporter_build_info",
+        "sms_collection_budget_requests",
+        "sms_collection_requests",
+        "sms_collection_deferred_reads",
+        "sms_collection_stalest_read_age_seconds",
+        "sms_collection_cold_check_interval_seconds",
+    }
+)
 MAX_TAG_LENGTH = 200
 # Tags whose probe state (error counters, last success) is kept, the most recently probed ones.
 MAX_PROBED_TAGS = 1024

@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(*programs): the test runs one of these programs (see require_tool)"
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: runs in real time for tens of seconds (a quick run: pytest -m 'not slow')",
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

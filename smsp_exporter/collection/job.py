@@ -178,8 +178,12 @@ class Job:
         if purpose is None:
             self.settled = True  # nothing due: the counts stand as kept
             return []
+        # The page whose answer tells the total and holds the newest messages kept (the
+        # anchor): the last one oldest-first, and while the order is unknown (pages are then
+        # kept by position: a growth shows in its total, and the order is detected); page 1
+        # newest-first.
         page = 1
-        if st.order == "oldest" and st.size:
+        if st.order in ("oldest", "unknown") and st.size:
             page = max(1, math.ceil(st.total / st.size))
         then = 0
         if not self.plan.every_round:

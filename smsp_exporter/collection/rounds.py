@@ -80,6 +80,7 @@ class RoundBudget:
     spent: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     deferred: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     spent_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    cold_check_interval: float | None = None  # collection.cold_check_interval (s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,7 @@ class Poller:
                 MappingProxyType(dict(outcome.spent)),
                 MappingProxyType(dict(outcome.left)),
                 MappingProxyType(dict(self._spent_total)),
+                self.config.collection.cold_check_interval,
             )
             states = []
             for tag, template in tags.items():
