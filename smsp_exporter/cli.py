@@ -18,8 +18,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from . import __version__
-from .collection.statestore import StateFileError
-from .collection.statestore import check as check_state_file
+from .collection.statestore import Claim, StateFileError
+from .collection.statestore import hold as hold_state_file
 from .config import Config, ConfigError, config_from_dict, load_config
 from .logs import add_secret, setup_logging
 from .reload import Reloader, lifecycle_disabled_route, reload_route
@@ -181,7 +181,9 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
         print(f"{config.source}: valid, {_tag_summary(config)}, mode {config.collection.mode}")
         return 0
     try:
-        check_state_file(config.collection.state_file)
+        # Checked, and locked from now on (another exporter on the file: exit 2 here); the
+        # lock passes to the exporter, which holds it while it uses the file.
+        state_lock = hold_state_file(config.collection.state_file)
     except StateFileError as err:
         print(f"smsp-exporter: {err}", file=sys.stderr)
         return 2
@@ -205,8 +207,11 @@ def _main(args: argparse.Namespace, hangup: threading.Event) -> int:
             web_config=web_config,
             hangup=hangup,
             lifecycle=args.enable_lifecycle,
+            state_lock=state_lock,
         )
     finally:
+        if state_lock is not None:
+            state_lock.release()  # released already, unless start-up stopped before
         if simulator is not None:
             simulator.stop()
 
@@ -262,8 +267,13 @@ def _serve(
     web_config: WebConfig | None = None,
     hangup: threading.Event | None = None,
     lifecycle: bool = False,
+    state_lock: Claim | None = None,
 ) -> int:
     reloader = Reloader(load, config)
+    if state_lock is not None:
+        # The exporter holds the state file's lock now; not this start-up's hold any more (a
+        # reload to another file must free this one).
+        state_lock.release()
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

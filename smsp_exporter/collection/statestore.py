@@ -13,11 +13,17 @@ database, not ours, of another format version, or that cannot be written is one 
 stderr and exit 2 (:func:`check`); at run time a failing write is logged once and the state is
 kept in memory only from then on (:meth:`StateStore.save`); never a crash, never wrong counts
 (a state read back is checked page by page like any other, see ``state.py``).
+
+One exporter per file: the store holds an exclusive lock (:class:`Claim`) for as long as it is
+open, so that a second exporter started on the same file stops at start-up (exit 2, one line)
+instead of writing over the first one's state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -53,6 +59,89 @@ class StateFileError(Exception):
         super().__init__(f"collection.state_file: {path}: {problem}")
 
 
+# -- the lock: one exporter (process) per state file ------------------------------------------
+#
+# An exclusive ``flock`` on a sidecar file, ``PATH.lock`` beside the state file, not on the
+# database file itself: SQLite locks the database with POSIX ``fcntl`` record locks, which a
+# process loses all at once when it closes *any* descriptor of that file, and which on NFS are
+# what Linux emulates ``flock`` with (so the two would merge and undo each other). The sidecar
+# is never opened by SQLite, so neither lock can release the other. The lock file is never
+# removed (removing it would let two exporters lock two different files of the same name); it
+# holds the process id of the holder, for the error message. The OS releases the lock when the
+# process ends, however it ends (SIGKILL, a crash): there is no stale lock to clean up.
+#
+# flock conflicts between two open descriptions of the file even in one process, and a reload
+# opens the file again while the previous exporter still holds it: so the lock is taken once
+# per process and file, and shared (counted) by every store and check of that process.
+
+
+class Claim:
+    """This process's hold on a state file's lock; :meth:`release` once (again: no-op)."""
+
+    def __init__(self, key: str) -> None:
+        self._key: str | None = key
+
+    def release(self) -> None:
+        with _held_lock:
+            key, self._key = self._key, None
+            if key is None:
+                return
+            fd, count = _held[key]
+            if count > 1:
+                _held[key] = (fd, count - 1)
+                return
+            del _held[key]
+            os.close(fd)  # the lock goes with the last descriptor of its open description
+
+
+_held: dict[str, tuple[int, int]] = {}  # lock file (real path) -> (its descriptor, claims)
+_held_lock = threading.Lock()
+
+
+def lock_path(path: str) -> str:
+    """The lock file of the state file ``path`` (beside the file, symbolic links resolved)."""
+    return os.path.realpath(path) + ".lock"
+
+
+def claim(path: str) -> Claim:
+    """Take the lock of the state file ``path`` for this process (shared within the process);
+    raise :class:`StateFileError` if another process holds it."""
+    key = lock_path(path)
+    with _held_lock:
+        if key in _held:
+            fd, count = _held[key]
+            _held[key] = (fd, count + 1)
+            return Claim(key)
+        try:
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            problem = f"cannot open its lock file {key} ({err.strerror})"
+            raise StateFileError(path, problem) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _holder(fd)
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                problem = f"in use by another smsp-exporter ({holder}lock file {key})"
+                raise StateFileError(path, problem) from None
+            raise StateFileError(path, f"cannot lock {key} ({err.strerror})") from None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = (fd, 1)
+        return Claim(key)
+
+
+def _holder(fd: int) -> str:
+    """``pid N, `` from what the holder wrote in the lock file; empty if nothing usable."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f"pid {text}, " if text.isdigit() else ""
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA foreign_keys=OFF")
@@ -72,6 +161,16 @@ def open_store(path: str) -> StateStore:
     elif not os.access(file, os.W_OK) or not os.access(file.parent, os.W_OK):
         # SQLite writes its journal beside the file: both must be writable.
         raise StateFileError(path, "not writable (the file and its directory must be)")
+    held = claim(path)  # before reading it: another exporter may be writing it
+    try:
+        return _open(path, held)
+    except BaseException:
+        held.release()
+        raise
+
+
+def _open(path: str, held: Claim) -> StateStore:
+    file = Path(path)
     created = not file.exists()
     try:
         conn = _connect(path)
@@ -103,7 +202,7 @@ def open_store(path: str) -> StateStore:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("UPDATE meta SET value = value WHERE key = 'format'")
         conn.execute("COMMIT")
-        store = StateStore(path, conn)
+        store = StateStore(path, conn, held)
         store.load()  # a file whose content does not read back is corrupt
         return store
     except StateFileError:
@@ -124,16 +223,32 @@ def open_store(path: str) -> StateStore:
 
 def check(path: str | None) -> None:
     """Start-up check of ``collection.state_file`` (raises :class:`StateFileError`)."""
-    if path is not None:
-        open_store(path).close()
+    held = hold(path)
+    if held is not None:
+        held.release()
+
+
+def hold(path: str | None) -> Claim | None:
+    """:func:`check`, keeping the file's lock: the caller releases it once the exporter has
+    opened the file (so that no other exporter takes it in between)."""
+    if path is None:
+        return None
+    held = claim(path)
+    try:
+        open_store(path).close()  # the store's own claim is shared with ``held``
+    except BaseException:
+        held.release()
+        raise
+    return held
 
 
 class StateStore:
     """An open state file. Thread-safe; writes are all or nothing per round."""
 
-    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: str, conn: sqlite3.Connection, held: Claim | None = None) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = conn
+        self._held = held  # the file's lock, released after the connection is closed
         self._lock = threading.Lock()
         self._saved: dict[str, dict[int, Segment]] = {}  # tag -> lo -> the segment saved
         self.failed = False
@@ -143,6 +258,9 @@ class StateStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._held is not None:
+                self._held.release()
+                self._held = None
 
     def load(self) -> dict[str, TagState]:
         with self._lock:
