@@ -29,6 +29,7 @@ from .monitoring import (
 PER_EXPORTER_ALERTS = {
     "SmsApiKeyRejected",
     "SmsExporterDown",
+    "SmsExporterBehind",
     "SmsExporterAbsent",
     "SmsAccountCreditRunningOut",
     "SmsAccountCreditLow",
