@@ -1,0 +1,183 @@
+"""The real things the integration is tested against: the SMS Partner simulator and
+smsp-exporter, each a process of the project's own virtual environment (Python of
+SMSP_EXPORTER_PYTHON, else SMSP_VENV's, else .venv's, as dev.sh), running this checkout's code,
+on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest_socket
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sim-key"
+START_LIMIT = 20.0  # seconds for a process to answer
+TEMPLATE = "relance-{date:%Y%m%d}"
+
+
+def python() -> str:
+    explicit = os.environ.get("SMSP_EXPORTER_PYTHON")
+    if explicit:
+        return explicit
+    return str(ROOT / os.environ.get("SMSP_VENV", ".venv") / "bin" / "python")
+
+
+def free_port() -> int:
+    with pytest_socket._true_socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rolling_tags(days: int) -> list[str]:
+    """The tags TEMPLATE expands to today (UTC, the exporter's default), today first."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    return [TEMPLATE.format(date=today - datetime.timedelta(days=n)) for n in range(days)]
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``url`` answers (any HTTP status), blocking: for set-up, outside the event loop."""
+    deadline = time.monotonic() + START_LIMIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {START_LIMIT}s: {log.read_text()[-2000:]}")
+
+
+def _env() -> dict[str, str]:
+    # This checkout's smsp_exporter, whatever the venv has installed.
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+class Simulator:
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = directory / "simulator.log"
+        self.proc = subprocess.Popen(
+            [
+                *(python(), "-m", "smsp_exporter.simulator", "--listen", f"127.0.0.1:{self.port}"),
+                *("--api-key", API_KEY, "--send-spread", "1", "--report-delay", "1"),
+                *("--tag", "promo:40", "--tag", "rappel:30"),
+                *(arg for tag in rolling_tags(3) for arg in ("--tag", f"{tag}:20")),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+        _wait(f"{self.url}/_sim/stats", self.proc, self.log)
+
+    async def control(self, action: str, **body: Any) -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.url}/_sim/{action}", json=body) as answer,
+        ):
+            assert answer.status == 200, await answer.text()
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Exporter:
+    """smsp-exporter on a fixed port: its tags can change (SIGHUP), it can stop and start
+    again, and ask for basic auth."""
+
+    def __init__(self, directory: Path, sim: Simulator, password: str | None = None) -> None:
+        self.directory = directory
+        self.sim = sim
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.password = password
+        (directory / "key.txt").write_text(API_KEY + "\n")
+        self.tags: list[Any] = ["promo", "rappel"]
+
+    def write_config(self) -> None:
+        tags = "".join(f"  - {json.dumps(tag)}\n" for tag in self.tags)
+        (self.directory / "config.yaml").write_text(
+            f"api:\n  url: {self.sim.url}/v1\n  key_file: key.txt\n  retries: 0\n"
+            "  timeout: 2s\n  max_requests_per_second: 0\n"
+            f"collection:\n  mode: scrape\naccount:\n  enabled: true\ntags:\n{tags}"
+        )
+
+    def start(self) -> None:
+        self.write_config()
+        flags = []
+        if self.password is not None:
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(4)).decode()
+            web = self.directory / "web.yml"
+            web.write_text(f"basic_auth_users:\n  ha: '{hashed}'\n")
+            flags = ["--web.config.file", str(web), "--web.healthz-without-auth"]
+        log = self.directory / "exporter.log"
+        self.proc = subprocess.Popen(
+            [
+                *(python(), "-m", "smsp_exporter", "--config.file", "config.yaml", *flags),
+                *("--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "warn"),
+            ],
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+        _wait(f"{self.url}/healthz", self.proc, log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        self.proc = None
+
+    async def set_tags(self, tags: list[Any]) -> None:
+        """Change the exporter's tags at run time (SIGHUP), until /api/v1/tags lists them."""
+        self.tags = tags
+        self.write_config()
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        want = {tag for tag in tags if isinstance(tag, str)}
+        deadline = time.monotonic() + 10
+        while True:
+            document = await self.document()
+            static = {t for t, f in document["tags"].items() if f["template"] is None}
+            if static == want:
+                return
+            assert time.monotonic() < deadline, f"the exporter still lists {static}"
+            await asyncio.sleep(0.1)
+
+    async def document(self) -> dict[str, Any]:
+        auth = aiohttp.BasicAuth("ha", self.password) if self.password else None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/api/v1/tags", auth=auth) as answer,
+        ):
+            assert answer.status == 200
+            return await answer.json()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
