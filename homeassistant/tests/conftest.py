@@ -64,17 +64,26 @@ SECRETS = ("first-secret", "second-secret", "wrong-secret")
 
 @pytest.fixture(autouse=True)
 def _clean_log(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Every test: no ERROR in Home Assistant's log (unless marked ``allow_errors``), and
-    no password anywhere in it, debug lines of the integration included."""
+    """Every test: no ERROR in Home Assistant's log and no WARNING of the integration (unless
+    marked ``allow_errors``), and no password anywhere in it, debug lines included."""
     caplog.set_level(logging.DEBUG, logger="custom_components.smsp_exporter")
     yield
     # The harness's own storage mock logs what it writes (config entries included): not a log
     # of Home Assistant's.
-    records = [r for r in caplog.records if not r.name.startswith("pytest_homeassistant")]
+    records = [
+        r
+        for r in (*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records)
+        if not r.name.startswith("pytest_homeassistant")
+    ]
     text = "\n".join(r.getMessage() for r in records)
     assert not [s for s in SECRETS if s in text], "a password was logged"
     if request.node.get_closest_marker("allow_errors") is None:
-        errors = [r for r in records if r.levelno >= logging.ERROR]
+        errors = [
+            r
+            for r in records
+            if r.levelno >= logging.ERROR
+            or (r.levelno >= logging.WARNING and r.name.startswith("custom_components"))
+        ]
         assert not errors, "\n".join(r.getMessage() for r in errors)
 
 

@@ -86,6 +86,13 @@ class Simulator:
             env=_env(),
         )
         _wait(f"{self.url}/_sim/stats", self.proc, self.log)
+        # The clock stands still, an hour after the campaigns' start: every figure is final, so
+        # what Home Assistant shows can be compared with what the exporter answers.
+        for action, body in (("freeze", {}), ("advance", {"seconds": 3600})):
+            request = urllib.request.Request(
+                f"{self.url}/_sim/{action}", data=json.dumps(body).encode(), method="POST"
+            )
+            urllib.request.urlopen(request, timeout=5).close()
 
     async def control(self, action: str, **body: Any) -> None:
         async with (
@@ -146,6 +153,13 @@ class Exporter:
         if self.proc is not None:
             _stop(self.proc)
         self.proc = None
+
+    # From a test's event loop: starting and stopping wait for the process (blocking calls).
+    async def async_start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.start)
+
+    async def async_stop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     async def set_tags(self, tags: list[Any]) -> None:
         """Change the exporter's tags at run time (SIGHUP), until /api/v1/tags lists them."""
