@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from custom_components.smsp_exporter import async_remove_config_entry_device
 from custom_components.smsp_exporter.const import DOMAIN
 from custom_components.smsp_exporter.diagnostics import async_get_config_entry_diagnostics
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
@@ -294,3 +295,15 @@ async def test_diagnostics_redact_the_credentials(hass: HomeAssistant, auth_expo
     }
     assert set(diagnostics["answer"]["tags"]) == {"promo", "rappel"}
     assert diagnostics["last_update_success"] is True
+
+
+async def test_a_device_may_be_deleted_once_its_tag_is_gone(
+    hass: HomeAssistant, exporter: Exporter
+):
+    entry = await set_up(hass, exporter)
+    found = devices(hass, entry)
+    assert not await async_remove_config_entry_device(hass, entry, found["SMS rappel"])
+    await exporter.set_tags(["promo"])
+    await poll(hass)
+    assert await async_remove_config_entry_device(hass, entry, found["SMS rappel"])
+    assert not await async_remove_config_entry_device(hass, entry, found["SMS promo"])
