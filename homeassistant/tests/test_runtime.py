@@ -100,6 +100,7 @@ async def test_set_up_entities_and_unload(hass: HomeAssistant, exporter: Exporte
     )
     account = document["account"]
     credit = state(hass, entry, "account", "credit_sms")
+    assert credit.entity_id == "sensor.sms_partner_account_sms_credit"
     assert float(credit.state) == account["credits"]["sms"]
     assert credit.attributes["state_class"] == "measurement"
     balance = state(hass, entry, "account", "balance")
