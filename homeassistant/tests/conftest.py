@@ -89,3 +89,15 @@ def _clean_log(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_errors: the test logs an error on purpose")
+
+
+@pytest.fixture
+def tls_exporter(sim: Simulator, tmp_path: Path) -> Iterator[Exporter]:
+    """The same, over TLS with a self-signed certificate (that Home Assistant does not trust)."""
+    pytest_socket.enable_socket()
+    running = Exporter(tmp_path, sim, tls=True)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()

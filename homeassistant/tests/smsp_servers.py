@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ipaddress
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -47,14 +49,54 @@ def rolling_tags(days: int) -> list[str]:
     return [TEMPLATE.format(date=today - datetime.timedelta(days=n)) for n in range(days)]
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that nobody trusts, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Until ``url`` answers (any HTTP status), blocking: for set-up, outside the event loop."""
+    """Until ``url`` answers (any HTTP status), blocking: for set-up, outside the event loop.
+    The certificate is not checked here (a test's own self-signed one)."""
     deadline = time.monotonic() + START_LIMIT
+    unchecked = ssl.create_default_context()
+    unchecked.check_hostname = False
+    unchecked.verify_mode = ssl.CERT_NONE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited: {log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(url, timeout=2).close()
+            urllib.request.urlopen(url, timeout=2, context=unchecked).close()
             return
         except urllib.error.HTTPError:
             return
@@ -109,11 +151,14 @@ class Exporter:
     """smsp-exporter on a fixed port: its tags can change (SIGHUP), it can stop and start
     again, and ask for basic auth."""
 
-    def __init__(self, directory: Path, sim: Simulator, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, sim: Simulator, password: str | None = None, tls: bool = False
+    ) -> None:
         self.directory = directory
         self.sim = sim
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.password = password
         (directory / "key.txt").write_text(API_KEY + "\n")
@@ -130,11 +175,17 @@ class Exporter:
     def start(self) -> None:
         self.write_config()
         flags = []
+        web = ""
         if self.password is not None:
             hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(4)).decode()
-            web = self.directory / "web.yml"
-            web.write_text(f"basic_auth_users:\n  ha: '{hashed}'\n")
-            flags = ["--web.config.file", str(web), "--web.healthz-without-auth"]
+            web += f"basic_auth_users:\n  ha: '{hashed}'\n"
+            flags.append("--web.healthz-without-auth")
+        if self.tls:
+            cert_file, key_file = self_signed(self.directory)
+            web += f"tls_server_config:\n  cert_file: {cert_file}\n  key_file: {key_file}\n"
+        if web:
+            (self.directory / "web.yml").write_text(web)
+            flags += ["--web.config.file", str(self.directory / "web.yml")]
         log = self.directory / "exporter.log"
         self.proc = subprocess.Popen(
             [

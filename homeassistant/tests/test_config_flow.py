@@ -66,6 +66,18 @@ async def test_nothing_listening_then_fixed(hass: HomeAssistant, exporter: Expor
     assert result["type"] == FlowResultType.CREATE_ENTRY
 
 
+async def test_the_certificate_is_verified(hass: HomeAssistant, tls_exporter: Exporter):
+    """An exporter whose certificate Home Assistant does not trust is not reached (and plain
+    HTTP to its TLS port neither)."""
+    assert tls_exporter.url.startswith("https://")
+    flow = await _start(hass)
+    result = await hass.config_entries.flow.async_configure(flow, {CONF_URL: tls_exporter.url})
+    assert result["errors"] == {"base": "cannot_connect"}
+    plain = tls_exporter.url.replace("https://", "http://")
+    result = await hass.config_entries.flow.async_configure(flow, {CONF_URL: plain})
+    assert result["errors"] == {"base": "cannot_connect"}
+
+
 async def test_the_simulator_is_not_an_exporter(hass: HomeAssistant, sim: Simulator):
     flow = await _start(hass)
     result = await hass.config_entries.flow.async_configure(flow, {CONF_URL: sim.url})
