@@ -165,7 +165,8 @@ class Exporter:
         self.tags: list[Any] = ["promo", "rappel"]
 
     def write_config(self) -> None:
-        tags = "".join(f"  - {json.dumps(tag)}\n" for tag in self.tags)
+        # ensure_ascii=False: YAML reads \u escapes, but not surrogate pairs (🎄).
+        tags = "".join(f"  - {json.dumps(tag, ensure_ascii=False)}\n" for tag in self.tags)
         (self.directory / "config.yaml").write_text(
             f"api:\n  url: {self.sim.url}/v1\n  key_file: key.txt\n  retries: 0\n"
             "  timeout: 2s\n  max_requests_per_second: 0\n"

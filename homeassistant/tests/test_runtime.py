@@ -26,6 +26,8 @@ from pytest_homeassistant_custom_component.common import (
 )
 from smsp_servers import TEMPLATE, Exporter, Simulator, rolling_tags
 
+# Quotes, a Jinja block, the separator of nothing in particular, accents, outside the BMP.
+AWKWARD = 'Promo "Noël" l\'été {{ x }} | #1 🎄'
 COUNTS = {"delivered": "Delivered", "not_delivered": "Not delivered", "waiting": "Waiting"}
 
 
@@ -67,6 +69,7 @@ async def settled(exporter: Exporter) -> dict[str, Any]:
 
 def assert_shows(hass: HomeAssistant, entry, subject: str, figures: dict[str, Any]) -> None:
     for figure, status in COUNTS.items():
+        assert figures["up"], figures
         assert state(hass, entry, subject, figure).state == str(figures["statuses"][status])
     assert state(hass, entry, subject, "stop").state == str(figures["stop"])
     assert state(hass, entry, subject, "problem").state == "off"
@@ -121,17 +124,19 @@ async def test_tags_added_and_removed_at_run_time(
     entry = await set_up(hass, exporter)
     coordinator = hass.data[DOMAIN][entry.entry_id]
     await sim.control("tag", name="nouveau", messages=12, send_spread=1, report_delay=1)
+    await sim.control("tag", name=AWKWARD, messages=7, send_spread=1, report_delay=1)
 
-    # A tag added to the exporter's configuration (reloaded): its device and entities appear
+    # Tags added to the exporter's configuration (reloaded): their devices and entities appear
     # at the next poll, without a restart.
-    await exporter.set_tags(["promo", "rappel", "nouveau"])
+    await exporter.set_tags(["promo", "rappel", "nouveau", AWKWARD])
     document = await settled(exporter)
     await poll(hass)
-    assert "SMS nouveau" in devices(hass, entry)
+    assert {"SMS nouveau", f"SMS {AWKWARD}"} <= set(devices(hass, entry))
     assert_shows(hass, entry, "tag:nouveau", document["tags"]["nouveau"])
+    assert_shows(hass, entry, f"tag:{AWKWARD}", document["tags"][AWKWARD])
 
     # A tag removed: unavailable at once, its device kept for a while (it may come back).
-    await exporter.set_tags(["promo", "nouveau"])
+    await exporter.set_tags(["promo", "nouveau", AWKWARD])
     await poll(hass)
     rappel = entity_id(hass, entry, "tag:rappel", "delivered")
     assert hass.states.get(rappel).state == STATE_UNAVAILABLE
@@ -150,8 +155,10 @@ async def test_tags_added_and_removed_at_run_time(
     assert not [e for e in left if "rappel" in e.unique_id]
     assert hass.states.get(rappel) is None
 
+    assert_shows(hass, entry, f"tag:{AWKWARD}", document["tags"][AWKWARD])
+
     # It comes back: the same entity ids again, available.
-    await exporter.set_tags(["promo", "rappel", "nouveau"])
+    await exporter.set_tags(["promo", "rappel", "nouveau", AWKWARD])
     document = await settled(exporter)
     await poll(hass)
     assert entity_id(hass, entry, "tag:rappel", "delivered") == rappel

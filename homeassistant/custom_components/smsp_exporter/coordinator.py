@@ -84,8 +84,8 @@ class SmspCoordinator(DataUpdateCoordinator[ExporterData]):
         )
         self.entry = entry
         self.client = client
-        # Entities made so far, by platform: "<subject key>|<figure>".
-        self.known: dict[str, set[str]] = {}
+        # Entities made so far, by platform: (subject key, figure).
+        self.known: dict[str, set[tuple[str, str]]] = {}
         # Subjects the exporter stopped listing, since when; their devices go after this long.
         self.missing_since: dict[str, datetime] = {}
         self.remove_after: timedelta = REMOVE_AFTER
@@ -130,7 +130,7 @@ class SmspCoordinator(DataUpdateCoordinator[ExporterData]):
             registry.async_update_device(device.id, remove_config_entry_id=self.entry.entry_id)
             del self.missing_since[key]
             for known in self.known.values():
-                known.difference_update({k for k in known if k.startswith(f"{key}|")})
+                known.difference_update({k for k in known if k[0] == key})
 
 
 def interval_of(entry: ConfigEntry) -> timedelta:

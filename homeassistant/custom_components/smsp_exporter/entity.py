@@ -98,7 +98,7 @@ def add_entities_as_listed(
         new = []
         for subject in coordinator.data.subjects.values():
             for entity in make(coordinator, subject):
-                key = f"{subject.key}|{entity.entity_description.key}"
+                key = (subject.key, entity.entity_description.key)
                 if key not in known:
                     known.add(key)
                     new.append(entity)
