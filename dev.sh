@@ -3,7 +3,7 @@
 #   ./dev.sh demo    the exporter on its built-in SMS Partner simulator (no account needed)
 #   ./dev.sh test    the whole test suite (installs what it needs, Debian packages included)
 #   ./dev.sh bench   the performance figures (docs/performance.md), ~1 minute
-# Other: ./dev.sh lint | venv
+# Other: ./dev.sh lint | venv | ha-zip (the Home Assistant integration's release archive)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -65,6 +65,24 @@ homeassistant_venv() {
     echo "$want" >"$venv/.installed"
 }
 
+ha_zip() {
+    # The Home Assistant integration as HACS installs it (hacs.json: zip_release): the files
+    # of homeassistant/custom_components/smsp_exporter at the archive's root, to attach to a
+    # GitHub release.
+    local out=dist/smsp_exporter.zip
+    mkdir -p dist
+    rm -f "$out"
+    "$PY" - "$out" <<'PYZIP'
+import pathlib, sys, zipfile
+src = pathlib.Path("homeassistant/custom_components/smsp_exporter")
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            archive.write(path, path.relative_to(src))
+PYZIP
+    echo "$out"
+}
+
 apt_install() {
     echo "==> installing Debian packages: $*" >&2
     local sudo=()
@@ -75,8 +93,10 @@ apt_install() {
 }
 
 lint() {
-    "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks
-    "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks
+    # homeassistant/: the Home Assistant integration; ruff only (Home Assistant is not in .venv
+    # for mypy; its own tests run in .venv-ha, from tests/test_homeassistant_integration.py).
+    "$VENV/bin/ruff" check smsp_exporter tests grafana benchmarks homeassistant
+    "$VENV/bin/ruff" format --check smsp_exporter tests grafana benchmarks homeassistant
     "$VENV/bin/mypy"  # pyproject.toml, [tool.mypy]: the package, strict
 }
 
@@ -102,9 +122,10 @@ case "${1:-}" in
         exec "$VENV/bin/python" -m benchmarks.run "$@"
         ;;
     lint) venv; lint ;;
+    ha-zip) ha_zip ;;
     venv) venv ;;
     *)
-        echo "usage: ./dev.sh demo | test [pytest args] | bench [--quick] | lint | venv" >&2
+        echo "usage: ./dev.sh demo | test [pytest args] | bench [--quick] | lint | venv | ha-zip" >&2
         exit 64
         ;;
 esac

@@ -205,13 +205,15 @@ def _wait_for_api(ha: HomeAssistant, limit: float) -> None:
 
 
 @contextlib.contextmanager
-def home_assistant(config_dir: Path, package: str) -> Iterator[HomeAssistant]:
-    """Home Assistant with ``package`` in its packages folder, until the block ends."""
+def home_assistant(config_dir: Path, package: str, extra: str = "") -> Iterator[HomeAssistant]:
+    """Home Assistant with ``package`` in its packages folder, until the block ends; ``extra``
+    is added to its configuration.yaml, and whatever ``config_dir`` already holds (such as
+    ``custom_components/``) stays."""
     hass = hass_binary()
     port = free_port()
     (config_dir / "packages").mkdir(parents=True)
     (config_dir / "packages" / "smsp_exporter.yaml").write_text(package)
-    (config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=port))
+    (config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=port) + extra)
     storage, token = _auth_storage()
     (config_dir / ".storage").mkdir()
     (config_dir / ".storage" / "auth").write_text(json.dumps(storage))

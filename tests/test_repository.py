@@ -27,7 +27,15 @@ DOCS = sorted(
 )
 
 # The folders of the repository: a `span` starting with one of them names a file of it.
-TOP_DIRS = ("benchmarks/", "deploy/", "docs/", "grafana/", "smsp_exporter/", "tests/")
+TOP_DIRS = (
+    "benchmarks/",
+    "deploy/",
+    "docs/",
+    "grafana/",
+    "homeassistant/",
+    "smsp_exporter/",
+    "tests/",
+)
 # Files the docs name that exist only once made (by ./dev.sh bench).
 MADE_LATER = {"benchmarks/results/latest.json"}
 
