@@ -530,3 +530,252 @@ def incremental(
             f"{restart} requests after the restart, {mean:.1f} in a steady round",
         ),
     ]
+
+
+# -- the request budget (issue 19) -------------------------------------------------------------
+
+DAY = 86400.0
+DEFAULT_RATE = 5.0  # api.max_requests_per_second's default
+SCRAPE_INTERVAL, SCRAPE_TIMEOUT = 15.0, 10.0  # Prometheus's usual scrape, a 10 s timeout
+BACKGROUND_INTERVAL = 60.0  # collection.interval's default
+
+
+def default_budget(seconds: float) -> int:
+    """The requests the defaults give a round of ``seconds`` (the rate limit's spacing)."""
+    from smsp_exporter.client import RATE_JITTER_MARGIN
+    from smsp_exporter.collection.reader import budget_for
+
+    budget = budget_for(DEFAULT_RATE, seconds, (1 + RATE_JITTER_MARGIN) / DEFAULT_RATE)
+    assert budget is not None
+    return budget
+
+
+class _Planned:
+    """An exporter over a simulator process whose rounds get the defaults' request budget
+    without waiting for the rate limit (rate limit off, the budget counted): the plan the
+    exporter makes at 5 requests a second, measured in requests. The exporter's clock follows
+    the simulator's, which rounds advance by hand."""
+
+    def __init__(self, sim: SimulatorProcess, tags: list[str], budget: int | None) -> None:
+        from smsp_exporter.simulator.campaigns import DEFAULT_START_TIME
+
+        self.sim, self.budget, self.t = sim, budget, float(sim.call("now"))
+        self.exporter = Exporter(make_config(sim.url, tags))
+        self.exporter.poller.reader.clock = lambda: DEFAULT_START_TIME + self.t
+
+    def round(self, advance: float, seconds: float = 10.0) -> tuple[int, Snapshot]:
+        self.sim.call("advance", advance)
+        self.t += advance
+        before = self.sim.stats()["requests"]
+        snapshot = self.exporter.poller.run_round(seconds, requests=self.budget)
+        return self.sim.stats()["requests"] - before, snapshot
+
+    def close(self) -> None:
+        self.exporter.close()
+
+
+def _finished(name: str, messages: int = 300) -> TagSpec:
+    """A campaign sent three days before the simulator's clock: every report in."""
+    return TagSpec(name, messages, start=FROZEN_AT - 3 * DAY, report_delay=30.0)
+
+
+def _live(name: str, per_day: float, never: float = 0.02, sent: int = 40_000) -> TagSpec:
+    """A long-lived tag sending ``per_day`` messages a day, ``sent`` of them already, reports
+    after ~30 s, ``never`` of them never reported."""
+    rate = per_day / DAY
+    return TagSpec(
+        name,
+        sent + 200_000,
+        rate=rate,
+        start=FROZEN_AT - sent / rate,
+        delivered=0.95 - never,
+        not_delivered=0.05,
+        stop=0.0,
+        report_delay=30.0,
+    )
+
+
+def _until_counted(planned: _Planned, interval: float, limit: int = 60) -> tuple[int, float]:
+    """Rounds until every tag has counts, and the least share of a round's budget first reads
+    got while some were pending."""
+    share = 1.0
+    for n in range(1, limit + 1):
+        _, snapshot = planned.round(interval, interval)
+        if all(s.counts is not None for s in snapshot.tags):
+            return n, share
+        spent = snapshot.budget.spent if snapshot.budget is not None else {}
+        if planned.budget:
+            share = min(share, spent.get("first_read", 0) / planned.budget)
+    raise RuntimeError("first reads never ended")
+
+
+def _steady(planned: _Planned, interval: float, rounds: int) -> list[int]:
+    out = []
+    for _ in range(rounds):
+        made, snapshot = planned.round(interval, interval)
+        if not all(s.counts is not None and s.up for s in snapshot.tags):
+            raise RuntimeError("a tag lost its counts in a steady round")
+        out.append(made)
+    return out
+
+
+def budget(
+    finished_tags: tuple[int, int] = (30, 200),
+    live_sent: int = 45_000,
+    steady_minutes: float = 30.0,
+) -> list[Figure]:
+    """Issue 19's cases at the defaults (5 requests/s): finished campaigns counted within a
+    few rounds and then cheap; a long-lived tag with never-reported messages; and what the
+    default budget serves (docs/performance.md, "What the default budget serves")."""
+    scrape_budget = default_budget(SCRAPE_TIMEOUT - min(1.0, SCRAPE_TIMEOUT * 0.1))
+    background_budget = default_budget(BACKGROUND_INTERVAL)
+    few, many = finished_tags
+    out: list[Figure] = []
+    with SimulatorProcess(page_size=PAGE_SIZE) as sim:
+        # (a) finished campaigns, scrape mode, a 10 s scrape timeout.
+        tags = [f"fini-{i:03d}" for i in range(few)]
+        sim.add_tags([_finished(t) for t in tags])
+        planned = _Planned(sim, tags, scrape_budget)
+        try:
+            rounds, share = _until_counted(planned, SCRAPE_INTERVAL)
+            steady = _steady(planned, SCRAPE_INTERVAL, int(steady_minutes * 60 / SCRAPE_INTERVAL))
+        finally:
+            planned.close()
+        per_tag_scrape = statistics.mean(steady) / few
+        out.append(
+            figure(
+                "budget_finished_scrape_rounds",
+                f"{few} finished tags of 3 pages, scrape (10 s timeout): scrapes until all counted",
+                rounds,
+                "<=",
+                4,
+                f"budget {scrape_budget} requests a scrape; steady {per_tag_scrape:.3f} request "
+                f"a tag a scrape over {steady_minutes:g} min",
+            )
+        )
+        out.append(
+            figure(
+                "budget_first_read_share",
+                "share of a round's budget first reads get while pending, nothing else due",
+                share,
+                ">=",
+                0.9,
+                f"{few} finished tags, budget {scrape_budget}",
+            )
+        )
+        # (b) many finished campaigns, background mode, 60 s rounds.
+        tags = [f"bg-{i:03d}" for i in range(many)]
+        sim.add_tags([_finished(t) for t in tags])
+        planned = _Planned(sim, tags, background_budget)
+        try:
+            rounds, _ = _until_counted(planned, BACKGROUND_INTERVAL)
+            steady = _steady(
+                planned, BACKGROUND_INTERVAL, int(steady_minutes * 60 / BACKGROUND_INTERVAL)
+            )
+        finally:
+            planned.close()
+        per_tag_background = statistics.mean(steady) / many
+        out.append(
+            figure(
+                "budget_finished_background_rounds",
+                f"{many} finished tags of 3 pages, background (60 s): rounds until all counted",
+                rounds,
+                "<=",
+                4,
+                f"budget {background_budget} requests a round",
+            )
+        )
+        out.append(
+            figure(
+                "budget_finished_background_steady",
+                f"{many} finished tags, background: steady requests a tag a round",
+                per_tag_background,
+                "<=",
+                0.2,
+                f"rounds of {min(steady)}-{max(steady)} requests over {steady_minutes:g} min",
+            )
+        )
+        # (c) a long-lived tag, one message every 10 s, 2 % never reported: against the
+        # rounds without a budget (every page that may change, every round: as before).
+        sim.add_tags([_live("otp", 8640.0, sent=live_sent)])
+        planned = _Planned(sim, ["otp"], default_budget(10.0))
+        try:
+            _until_counted(planned, 10.0)
+            budgeted = _steady(planned, 10.0, int(steady_minutes * 6))
+        finally:
+            planned.close()
+        unplanned = _Planned(sim, ["otp"], None)
+        try:
+            _until_counted(unplanned, 10.0)
+            every = _steady(unplanned, 10.0, 5)
+        finally:
+            unplanned.close()
+        out.append(
+            figure(
+                "budget_never_reported_steady",
+                "a tag at 1 message/10 s, 2 % never reported: most requests of a steady round",
+                max(budgeted),
+                "<=",
+                12,
+                f"mean {statistics.mean(budgeted):.2f}; without the schedule (every page that "
+                f"may change, every round) {statistics.mean(every):.0f} a round",
+            )
+        )
+        # What the default budget serves: a live tag's steady cost, in each mode.
+        sim.add_tags([_live("vif", 8640.0 * 10, sent=live_sent)])
+        costs = {}
+        for mode, interval, round_budget_ in (
+            ("scrape", SCRAPE_INTERVAL, scrape_budget),
+            ("background", BACKGROUND_INTERVAL, background_budget),
+        ):
+            planned = _Planned(sim, ["vif"], round_budget_)
+            try:
+                _until_counted(planned, interval)
+                _steady(planned, interval, 4)  # past the first read's refresh
+                costs[mode] = statistics.mean(
+                    _steady(planned, interval, int(steady_minutes * 60 / interval))
+                )
+            finally:
+                planned.close()
+    for mode, interval, round_budget_, per_finished in (
+        ("scrape", SCRAPE_INTERVAL, scrape_budget, per_tag_scrape),
+        ("background", BACKGROUND_INTERVAL, background_budget, per_tag_background),
+    ):
+        # The steady budget kept for tags: what is left after a 5 % audit and a margin of a
+        # tenth for first reads of new tags.
+        usable = round_budget_ * 0.85
+        out.append(
+            Figure(
+                f"capacity_{mode}_finished_tags",
+                f"{mode}: finished campaigns (3 pages) the default budget keeps up with",
+                math.floor(usable / max(per_finished, 1e-9)),
+                "",
+                None,
+                f"{per_finished:.3f} request a tag a round of {interval:g} s, budget "
+                f"{round_budget_}; first reads of n such tags take 3n/{round_budget_} rounds",
+            )
+        )
+        out.append(
+            Figure(
+                f"capacity_{mode}_live_tags",
+                f"{mode}: tags sending 86,400 messages a day (2 % never reported) it keeps up with",
+                math.floor(usable / costs[mode]),
+                "",
+                None,
+                f"{costs[mode]:.2f} requests a tag a round of {interval:g} s",
+            )
+        )
+        # One tag alone: its new messages' pages fill what the round has left.
+        pages_per_round = usable - costs[mode]
+        out.append(
+            Figure(
+                f"capacity_{mode}_sends_per_day",
+                f"{mode}: messages a day one tag may send and still be read every round",
+                math.floor(pages_per_round * PAGE_SIZE * DAY / interval),
+                "",
+                None,
+                f"{pages_per_round:.0f} pages of {PAGE_SIZE} new messages a round of "
+                f"{interval:g} s",
+            )
+        )
+    return out
