@@ -445,3 +445,23 @@ def test_thirty_finished_campaigns_in_real_time_at_the_defaults(sim):
             ]
             if n >= 4:
                 assert len(counted) == 30, (n, len(counted))
+
+
+def test_a_tag_that_leaves_the_round_leaves_nothing_behind(sim):
+    """A tag gone from the configuration (or out of its rolling window) leaves no freshness,
+    backlog or whole-read memory: rolling tags would otherwise grow them for ever."""
+    for name in ("reste", "part"):
+        sim.add_tag(TagSpec(name, 3000, rate=20.0, start=-100.0, report_delay=5.0))
+    with Exporter(config(sim, ["reste", "part"])) as exporter:
+        follow(exporter, sim)
+        run(exporter, sim, None)
+        sim.advance(10)
+        run(exporter, sim, 1)  # behind: deferred reads
+        poller = exporter.poller
+        assert "part" in poller.reader.last_read and "part" in poller._behind_since
+        poller.round_tags = lambda now=None: {"reste": None}
+        sim.advance(10)
+        _, snapshot = run(exporter, sim, None)
+        assert [s.tag for s in snapshot.tags] == ["reste"]
+        assert "part" not in poller.reader.last_read and "part" not in poller._behind_since
+        assert "part" not in poller.incremental.tags

@@ -239,8 +239,15 @@ class Poller:
 
     def _forget(self, tag: str) -> None:
         with self._fold_lock:
-            for kept in (self._errors, self._truncations, self._last_good, self._last_success):
+            for kept in (
+                self._errors,
+                self._truncations,
+                self._last_good,
+                self._last_success,
+                self._behind_since,
+            ):
                 kept.pop(tag, None)
+            self.reader.forget(tag)
             self._unreadable_told -= {told for told in self._unreadable_told if told[0] == tag}
         if self.incremental is not None:
             self.incremental.forget(tag)
