@@ -465,3 +465,33 @@ def test_a_tag_that_leaves_the_round_leaves_nothing_behind(sim):
         assert [s.tag for s in snapshot.tags] == ["reste"]
         assert "part" not in poller.reader.last_read and "part" not in poller._behind_since
         assert "part" not in poller.incremental.tags
+
+
+@pytest.mark.parametrize("order", ["oldest", "newest"])
+def test_rounds_too_small_for_the_growth_never_count_twice_and_catch_up(sim, order):
+    """More new pages a round than the budget: each round reads what it can, from the oldest
+    new message up; the counts are those of the tag's first messages, never more than were
+    sent, and exact once the budget has room again (both listing orders)."""
+    sim.add_tag(
+        TagSpec("flux", 30_000, rate=50.0, start=-200.0, order=order, report_delay=5.0, stop=0)
+    )
+    with Exporter(config(sim, ["flux"])) as exporter:
+        follow(exporter, sim)
+        run(exporter, sim, None)
+        sim.advance(10)
+        run(exporter, sim, None)  # the order is detected on this growth
+        counted = []
+        for _ in range(6):
+            sim.advance(40)  # 2,000 new messages: 20 pages, against a budget of 8
+            made, snapshot = run(exporter, sim, 8)
+            state = snapshot.tags[0]
+            assert made <= 8 and state.up and state.counts is not None, state
+            assert state.incremental.order == order
+            assert state.counts.messages <= sim.expected("flux")["total"]
+            assert state.deferred > 0
+            counted.append(state.counts.messages)
+        assert counted == sorted(counted) and counted[-1] > counted[0]  # it moves on
+        for _ in range(3):
+            _, snapshot = run(exporter, sim, None)
+        exact(snapshot.tags[0], sim)
+        assert snapshot.tags[0].deferred == 0

@@ -158,7 +158,9 @@ class Job:
     def _key(self, purpose: Purpose, key: float, number: int) -> tuple[float, ...]:
         if purpose == Purpose.FIRST_READ:
             return (self.rank, key, number)  # one tag after another, its pages in send order
-        if purpose == Purpose.WHOLE or purpose == Purpose.NEW:
+        if purpose == Purpose.NEW:
+            return (self.last_read, self.rank, key, number)  # the stalest tag first, oldest up
+        if purpose == Purpose.WHOLE:
             return (self.last_read, self.rank, number)  # the stalest tag first
         if purpose == Purpose.AUDIT and self.state is not None:
             return (self.state.audited_at, self.rank, number)  # the tag audited longest ago
@@ -334,6 +336,9 @@ class Job:
                 numbers.add(number)
                 known = self.why.get(number)
                 if known is None or purpose < known[0]:
+                    if purpose in (Purpose.NEW, Purpose.FIRST_READ):
+                        # In send order, whatever the listing's: the oldest first.
+                        key = pages.page_span(st, number, total, st.size or 1)[0]
                     self.why[number] = (purpose, key)
         return numbers
 

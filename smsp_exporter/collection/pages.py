@@ -164,7 +164,16 @@ def needed(
             end = max(end, seg.hi)
         want.append((end, total, Purpose.FIRST_READ, end))
     else:
-        want.append((st.total, total, Purpose.NEW, st.total))
+        # New messages, from the oldest: what an earlier round read of them (past one it
+        # could not read) is kept, and the counts grow from the oldest as the gap fills.
+        start = st.total
+        for seg in st.segments:
+            if seg.hi <= start:
+                continue
+            if seg.lo > start:
+                want.append((start, min(seg.lo, total), Purpose.NEW, start))
+            start = max(start, seg.hi)
+        want.append((start, total, Purpose.NEW, start))
         frozen = []
         for index, seg in enumerate(st.segments):
             if seg.hi == st.total:  # the anchor: the order is checked on it
