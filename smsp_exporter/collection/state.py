@@ -9,11 +9,12 @@ are aligned on the end, so they straddle old segments when ``T`` grows by other 
 of the page size ``S``: the page read is then cut, message by message, at the segments kept).
 
 A steady round asks only for: the page that tells the new total (the last page known
-oldest-first, page 1 newest-first), the pages holding new messages, the pages holding a
-message that was ``Waiting`` and young (sent less than ``report_deadline`` ago) when last read,
-the newest segment known (the anchor: it checks the order every round) and a small rotating
-audit of frozen segments. A final status never changes; a ``Waiting`` message older than the
-deadline is final (``Waiting`` for ever).
+oldest-first or while the order is unknown, page 1 newest-first), the pages holding new
+messages, the pages holding a message that was ``Waiting`` and young (sent less than
+``report_deadline`` ago) when last read, the newest segment known (the anchor: it checks the
+order) and a small rotating audit of frozen segments. A final status never changes; a
+``Waiting`` message older than the deadline is final (``Waiting`` for ever). When each is read,
+and what waits for a later round, is the scheduler's (``scheduler.py``).
 
 Everything read is checked against what was kept, message by message, before it is used: a
 final message must keep its status and date; a Waiting one may only stay Waiting (same date)
@@ -31,8 +32,8 @@ on over as many rounds as it needs (``first_read`` progress).
 
 The modules: ``model`` (what is kept, a page read message by message, the check a message read
 again must pass), ``pages`` (where pages sit, which a round asks), ``order`` (detecting the
-order), ``fold`` (folding reads into what is kept, counting), ``job`` (one tag's round); here,
-the states of every tag and the reader that runs a round's jobs over the client's pool.
+order), ``fold`` (folding reads into what is kept, counting), ``job`` (one tag's round),
+``reader`` (a round's reads sent); here, the states of every tag and their metrics.
 """
 
 from __future__ import annotations
