@@ -76,7 +76,7 @@ tr.group th{background:#fafafa;font-weight:600;padding-top:10px}
 .tag{font-family:ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere;
 word-break:break-word;max-width:28em}
 .why{overflow-wrap:anywhere;max-width:36em}.why q{color:#5f6368}
-.state{white-space:nowrap}
+.state,td time{white-space:nowrap}
 progress{width:5em;height:.8em;vertical-align:middle}
 tr.failing>:first-child{border-left:4px solid #d93025}
 tr.stale>:first-child{border-left:4px solid #f9ab00}
@@ -296,7 +296,7 @@ def _share(share: Share | None) -> str:
     percent = 100.0 * share.not_delivered / share.reports
     return (
         f'{percent:.1f} % <span class="muted">of {_number(share.reports)} '
-        f"in {_age(share.seconds)}</span>"
+        f"report{'s' if share.reports != 1 else ''} in {_age(share.seconds)}</span>"
     )
 
 

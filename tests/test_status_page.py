@@ -345,7 +345,7 @@ def test_the_recent_share_of_not_delivered():
     outcomes.record(Snapshot((now_state,), NOW + 60, 1, 0))
     assert outcomes.share(now_state, NOW + 60) == Share(10, 100, 60)
     page = render(view(now_state, shares={"x": Share(10, 100, 60)}))
-    assert "10.0 % <span" in page and "of 100 in 60 s" in page
+    assert "10.0 % <span" in page and "of 100 reports in 60 s" in page
     assert "no report in 60 s" in render(view(now_state, shares={"x": Share(0, 0, 60)}))
     # Failing, or in its first read: not known.
     assert outcomes.share(failing("x"), NOW + 60) is None
