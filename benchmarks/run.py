@@ -35,6 +35,7 @@ def full() -> list[Callable[[], Figure | list[Figure]]]:
         lambda: figures.serving_render(tags=1_000),
         lambda: figures.concurrent_scrapes(scrapes=10, tags=20, concurrency=4),
         lambda: figures.incremental(messages=1_000_000, rate=20.0),
+        lambda: figures.status_page(tags=500),
     ]
 
 
@@ -49,6 +50,7 @@ def quick() -> list[Callable[[], Figure | list[Figure]]]:
         lambda: figures.serving_render(tags=20, repeat=3),
         lambda: figures.concurrent_scrapes(scrapes=3, tags=3, concurrency=2, latency=0.01),
         lambda: figures.incremental(messages=20_000, rate=20.0, rounds=3),
+        lambda: figures.status_page(tags=20, repeat=3),
     ]
 
 
