@@ -254,7 +254,12 @@ def classify(state: TagState, read: bool = True) -> tuple[int, str]:
 
 
 def _clock(when: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(when))
+    """``HH:MM:SS`` (UTC), the full date and time as its tooltip."""
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    return (
+        f'<time datetime="{iso}" title="{_stamp(when)}">'
+        f"{time.strftime('%H:%M:%S', time.gmtime(when))}</time>"
+    )
 
 
 def _stamp(when: float) -> str:
