@@ -74,8 +74,9 @@ thead th{background:#f1f3f4;font-size:12px;position:sticky;top:0}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.group th{background:#fafafa;font-weight:600;padding-top:10px}
 .tag{font-family:ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere;
-word-break:break-word;max-width:28em}
-.why{overflow-wrap:anywhere;max-width:36em}.why q{color:#5f6368}
+word-break:break-word;max-width:28em}th.tag{min-width:12em}
+.why{overflow-wrap:anywhere;max-width:36em}td.why{min-width:18em}
+td.share{min-width:10em}.why q{color:#5f6368}
 .state,td time{white-space:nowrap}
 progress{width:5em;height:.8em;vertical-align:middle}
 tr.failing>:first-child{border-left:4px solid #d93025}
@@ -89,7 +90,8 @@ tr{display:flex;flex-wrap:wrap;gap:0 14px;border-bottom:2px solid #dadce0;paddin
 th,td{display:block;border:0;padding:1px 0}td:empty{display:none}
 tr>th[scope=row]{flex-basis:100%}td.why{flex-basis:100%}
 td[data-label]::before{content:attr(data-label) ": ";color:#5f6368;font-size:12px}
-.tag,.why{max-width:none}tr.group th{flex-basis:100%;padding:8px 0 2px}
+.tag,.why{max-width:none}th.tag,td.why,td.share{min-width:0}
+tr.group th{flex-basis:100%;padding:8px 0 2px}
 tr.failing,tr.stale,tr.first,tr.up{border-left:4px solid #1e8e3e}
 tr.failing{border-left-color:#d93025}tr.stale{border-left-color:#f9ab00}
 tr.first{border-left-color:#1a73e8}tbody tr[class]>:first-child{border-left:0}
@@ -357,7 +359,7 @@ def _row(state: TagState, view: StatusView, rank: int, words: str) -> str:
         ("Waiting", "n", _number(statuses.get(WAITING, 0)) if known else ""),
         ("Other", "n", f'<span title="{_e(others)}">{_number(other)}</span>' if known else ""),
         ("STOP", "n", _number(counts.stop) if counts is not None else ""),
-        ("Not delivered, last hour", "", _share(view.shares.get(state.tag))),
+        ("Not delivered, last hour", "share", _share(view.shares.get(state.tag))),
         ("Last read", "", _ago(last_read, view.now)),
         ("Last success", "", _ago(state.last_success, view.now)),
         ("Reason", "why", _reason(state)),
