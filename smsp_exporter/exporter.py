@@ -56,8 +56,8 @@ class _RecordingPoller(Poller):
         super().__init__(config, client, shared)
         self.outcomes = outcomes
 
-    def run_round(self, budget: float) -> Snapshot:
-        snapshot = super().run_round(budget)
+    def run_round(self, budget: float, requests: int | None = None) -> Snapshot:
+        snapshot = super().run_round(budget, requests)
         self.outcomes.record(snapshot)
         return snapshot
 

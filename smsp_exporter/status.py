@@ -237,19 +237,19 @@ def classify(state: TagState, read: bool = True) -> tuple[int, str]:
         return FAILING, f"failing{kept}"
     if not state.up:
         return FIRST, "not read yet" if read else "waiting for the first round"
-    if state.behind_since is not None or state.deferred:
-        since = f" since {_clock(state.behind_since)}" if state.behind_since is not None else ""
-        reads = f", {state.deferred} read{'s' if state.deferred != 1 else ''}" * (
-            state.deferred > 0
-        )
-        return STALE, f"deferred{since}{reads}"
-    if info is not None and info.mode == "first_read":
+    if info is not None and info.mode == "first_read":  # its reads deferred or not: progress
         ratio = info.read / info.known if info.known > 0 else 0.0
         percent = min(99, int(ratio * 100))
         return FIRST, (
             f'first read {percent} % <progress max="{max(info.known, 1)}" '
             f'value="{min(info.read, max(info.known, 1))}">{percent} %</progress>'
         )
+    if state.behind_since is not None or state.deferred:
+        since = f" since {_clock(state.behind_since)}" if state.behind_since is not None else ""
+        reads = f", {state.deferred} read{'s' if state.deferred != 1 else ''}" * (
+            state.deferred > 0
+        )
+        return STALE, f"deferred{since}{reads}"
     if state.counts is not None and not state.counts.complete:
         return STALE, f"incomplete ({_e(state.counts.truncation or 'cut short')})"
     return UP, "up"
@@ -349,7 +349,7 @@ def _row(state: TagState, view: StatusView, rank: int, words: str) -> str:
     known = counts is not None
     last_read = state.last_read
     if last_read is None and known and state.up and view.read:
-        # Until the scheduler says as of when the counts are current: the last good read.
+        # A state without the scheduler's last_read (none is, after a round): the last good read.
         last_read = state.last_success
     cells = (
         ("Tag", "tag", _tag_name(state.tag)),

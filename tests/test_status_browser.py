@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,7 @@ MEASURE = """(() => {
     inner_width: window.innerWidth,
     inner_height: window.innerHeight,
     rows: rows,
+    facts: document.querySelector('dl.facts').textContent,
     reason: failing ? failing.textContent : null,
     reason_box: box ? [box.left, box.top, box.right, box.bottom] : null,
   };
@@ -93,6 +95,9 @@ def test_the_status_page_in_chromium(sim, tmp_path):
         assert seen["title"] == TITLE and seen["pwned"] == "undefined"
         assert seen["scripts"] == 0 and seen["bold_gras"] == 0
         assert "api_code_10" in seen["reason"] and "<script> window.pwned" in seen["reason"]
+    # The round's request budget and what it spent (the scheduler's), the account's credit.
+    assert re.search(r"budget \d+ requests in [\d.]+ s; spent \d+ \(", wide["facts"]), wide
+    assert "first_read" in wide["facts"] and "balance" in wide["facts"]
     left, top, right, bottom = wide["reason_box"]
     assert left >= 0 and right <= 1280 and top >= 0 and bottom <= wide["inner_height"], wide
     assert not [line for line in console if "Refused" in line], console

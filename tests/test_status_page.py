@@ -173,6 +173,10 @@ def test_the_schedulers_fields_when_filled():
         rf'deferred since <time datetime="[^"]+" title="[^"]+">{clock}</time>, 2 reads', words
     )
     assert classify(up("x", deferred=1))[1] == "deferred, 1 read"
+    # A first read's reads are deferred as a matter of course: its progress is what shows.
+    info = RoundInfo("first_read", "unknown", read=10, known=100)
+    reading = TagState(tag="x", up=True, counts=None, incremental=info, deferred=40)
+    assert classify(reading)[1].startswith("first read 10 %")
     page = render(view(up("x", deferred=2, behind_since=NOW - 1800, last_read=NOW - 1800)))
     row = _row_of(page, "x")
     assert "30 min ago" in row  # the last read, not the last success (30 s ago)
