@@ -53,7 +53,26 @@ REFRESH_SECONDS = 30
 
 DELIVERED, NOT_DELIVERED, WAITING = "Delivered", "Not delivered", "Waiting"
 
-_CSS = """
+_COLUMNS = (
+    "Tag",
+    "State",
+    "Delivered",
+    "Not delivered",
+    "Waiting",
+    "Other",
+    "STOP",
+    "Not delivered, last hour",
+    "Last read",
+    "Last success",
+    "Reason",
+)
+# On a narrow screen the rows become cards: each cell says which column it is.
+_CARD_LABELS = "".join(
+    f'td:nth-child({index})::before{{content:"{name}: "}}'
+    for index, name in enumerate(_COLUMNS[1:], start=2)
+)
+_CSS = (
+    """
 :root{color-scheme:light;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 body{margin:0 auto;padding:12px 16px;max-width:1400px;color:#1d2125;background:#fff}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 6px}
@@ -89,14 +108,18 @@ thead{display:none}table,tbody{display:block;width:auto}
 tr{display:flex;flex-wrap:wrap;gap:0 14px;border-bottom:2px solid #dadce0;padding:4px 0 4px 6px}
 th,td{display:block;border:0;padding:1px 0}td:empty{display:none}
 tr>th[scope=row]{flex-basis:100%}td.why{flex-basis:100%}
-td[data-label]::before{content:attr(data-label) ": ";color:#5f6368;font-size:12px}
+td::before{color:#5f6368;font-size:12px}
 .tag,.why{max-width:none}th.tag,td.why,td.share{min-width:0}
+"""
+    + _CARD_LABELS
+    + """
 tr.group th{flex-basis:100%;padding:8px 0 2px}
 tr.failing,tr.stale,tr.first,tr.up{border-left:4px solid #1e8e3e}
 tr.failing{border-left-color:#d93025}tr.stale{border-left-color:#f9ab00}
 tr.first{border-left-color:#1a73e8}tbody tr[class]>:first-child{border-left:0}
 }
 """
+)
 _CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
 # No script, no image, no frame, no form, nothing fetched: the one inline style sheet, by hash.
 CONTENT_SECURITY_POLICY = (
@@ -320,21 +343,6 @@ def _reason(state: TagState) -> str:
     return text
 
 
-_COLUMNS = (
-    "Tag",
-    "State",
-    "Delivered",
-    "Not delivered",
-    "Waiting",
-    "Other",
-    "STOP",
-    "Not delivered, last hour",
-    "Last read",
-    "Last success",
-    "Reason",
-)
-
-
 def _row(state: TagState, view: StatusView, rank: int, words: str) -> str:
     counts = state.counts
     statuses: Mapping[str, int] = counts.statuses if counts is not None else {}
@@ -370,7 +378,7 @@ def _row(state: TagState, view: StatusView, rank: int, words: str) -> str:
             out.append(f'<th scope="row" class="{css}">{content}</th>')
         else:
             klass = f' class="{css}"' if css else ""
-            out.append(f'<td data-label="{label}"{klass}>{content}</td>')
+            out.append(f"<td{klass}>{content}</td>")
     out.append("</tr>\n")
     return "".join(out)
 
