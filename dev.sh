@@ -48,6 +48,8 @@ system_packages() {
     # engine ('docker-compose config'); systemd-analyze verifies the unit.
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    # The status page's test drives a real headless browser.
+    command -v chromium >/dev/null || missing+=(chromium)
     [ ${#missing[@]} -eq 0 ] && return 0
     apt_install "${missing[@]}"
 }

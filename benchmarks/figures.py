@@ -24,7 +24,9 @@ from typing import Any
 import requests
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from smsp_exporter.collection.rounds import Snapshot
+from smsp_exporter.client import TagCounts
+from smsp_exporter.collection.model import RoundInfo
+from smsp_exporter.collection.rounds import Snapshot, TagState
 from smsp_exporter.collector import SmsCollector, families
 from smsp_exporter.config import Config, config_from_dict
 from smsp_exporter.exporter import Exporter
@@ -779,3 +781,96 @@ def budget(
             )
         )
     return out
+
+
+def _status_snapshot(tags: int, taken_at: float, delivered: int) -> Snapshot:
+    """A round's snapshot of ``tags`` tags in every state the status page shows: most up, some
+    failing (with the API's message), some deferred, some in their first read."""
+    states = []
+    for i in range(tags):
+        tag = f"campagne-{i:04d}"
+        if i % 50 == 1:
+            states.append(
+                TagState(
+                    tag,
+                    False,
+                    None,
+                    error="api_code_10",
+                    error_message="SMS Partner API error code 10: the API key was rejected "
+                    "(API said: 'Cle API invalide')",
+                    last_success=taken_at - 3600,
+                )
+            )
+            continue
+        if i % 25 == 2:
+            states.append(
+                TagState(
+                    tag, True, None, incremental=RoundInfo("first_read", "unknown", 0, 0, 40, 100)
+                )
+            )
+            continue
+        statuses = {"Delivered": delivered + i, "Not delivered": i % 7, "Waiting": 30}
+        counts = TagCounts(tag, statuses, i % 3, sum(statuses.values()), 2)
+        deferred = 2 if i % 25 == 3 else 0
+        states.append(
+            TagState(
+                tag,
+                True,
+                counts,
+                last_success=taken_at,
+                last_read=taken_at - 600 * bool(deferred),
+                deferred=deferred,
+                behind_since=taken_at - 600 if deferred else None,
+            )
+        )
+    return Snapshot(tuple(states), taken_at, 2.0, 1000)
+
+
+def status_page(tags: int = 500, repeat: int = 15) -> list[Figure]:
+    """The status page (``/``) of ``tags`` tags: its render time against ``/metrics``'s for the
+    same snapshot, and its size. No API is called: the page reads the latest snapshot."""
+    names = [f"campagne-{i:04d}" for i in range(tags)]
+    config = make_config("http://127.0.0.1:9/v1", names)  # never asked: no round runs
+    with Exporter(config) as exporter:
+        now = time.time()
+        for taken_at, delivered in ((now - 1800, 100), (now - 60, 160)):
+            snapshot = _status_snapshot(tags, taken_at, delivered)
+            exporter.outcomes.record(snapshot)
+        exporter.poller.latest = snapshot
+
+        def page() -> bytes:
+            return b"".join(exporter.status({"REQUEST_METHOD": "GET"}, lambda *args: None))
+
+        body = page()
+        if body.count(b'<th scope="row"') != tags or b"% <span" not in body:
+            raise RuntimeError("the status page does not show every tag and its share")
+
+        class Fixed:
+            def snapshot(self, scrape_timeout: float | None = None) -> Snapshot:
+                return snapshot
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SmsCollector(Fixed(), cached=True))
+        page_s = statistics.median(_times(page, repeat))
+        metrics_s = statistics.median(_times(lambda: generate_latest(registry), repeat))
+        memory = len(exporter.outcomes)
+    return [
+        figure(
+            "status_page_vs_metrics",
+            f"status page render / `/metrics` render, {tags:,} tags",
+            page_s / metrics_s,
+            "<=",
+            1.0,
+            f"status page {page_s * 1000:.1f} ms, /metrics {metrics_s * 1000:.1f} ms "
+            f"(median of {repeat})",
+        ),
+        figure(
+            "status_page_kb",
+            f"status page size (kB), {tags:,} tags",
+            len(body) / 1000,
+            "<=",
+            tags * 1.0,
+            f"{len(body) / tags:.0f} bytes a tag; {memory} samples kept for the recent "
+            "Not-delivered share",
+        ),
+    ]

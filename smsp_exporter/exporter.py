@@ -23,6 +23,7 @@ from .collection.statestore import StateFileError, open_store
 from .collector import SmsCollector
 from .config import Config
 from .probe import ProbeApp
+from .status import RecentOutcomes, StatusPage
 from .web import WSGIApp
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,34 @@ class _WithProbeRequests:
         return replace(snapshot, upstream_requests=snapshot.upstream_requests + extra)
 
 
+class _RecordingPoller(Poller):
+    """A poller whose every round's snapshot also feeds the status page's recent outcomes."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: SmsPartnerClient,
+        shared: IncrementalState | None,
+        outcomes: RecentOutcomes,
+    ) -> None:
+        super().__init__(config, client, shared)
+        self.outcomes = outcomes
+
+    def run_round(self, budget: float, requests: int | None = None) -> Snapshot:
+        snapshot = super().run_round(budget, requests)
+        self.outcomes.record(snapshot)
+        return snapshot
+
+
 class Exporter:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.client = SmsPartnerClient(config.api)
         self._owns_state = True
-        self.poller = Poller(config, self.client, self._state(config))
+        self.outcomes = RecentOutcomes()
+        self.poller: Poller = _RecordingPoller(
+            config, self.client, self._state(config), self.outcomes
+        )
         self.background = config.collection.mode == "background"
         self.source: ScrapeSource | BackgroundSource
         if self.background:
@@ -58,6 +81,8 @@ class Exporter:
         counted = _WithProbeRequests(self.source, self.probe)
         self.collector = SmsCollector(counted, cached=self.background)
         self.tags_api = TagsApi(counted)
+        # The status page reads the poller's latest snapshot: it never starts a round.
+        self.status = StatusPage(self.poller, self.outcomes, probed=self.probe.probed)
 
     @staticmethod
     def _state(config: Config) -> IncrementalState | None:
@@ -75,13 +100,16 @@ class Exporter:
         return IncrementalState(store)
 
     def routes(self) -> dict[str, WSGIApp]:
-        """The HTTP routes besides /metrics: ``/probe`` and ``/api/v1/tags``."""
-        return {"/probe": self.probe, "/api/v1/tags": self.tags_api}
+        """The HTTP routes besides /metrics: the status page ``/``, ``/probe`` and
+        ``/api/v1/tags``."""
+        return {"/": self.status, "/probe": self.probe, "/api/v1/tags": self.tags_api}
 
     def carry_over(self, old: Exporter) -> None:
         """Keep what ``old`` (the exporter of the configuration before a reload) knew and a
         reload must not lose: the last account reading (and its error counters), when both
-        read the same account; the page state of the tags (see below)."""
+        read the same account; the page state of the tags (see below); the status page's
+        recent outcomes."""
+        self.outcomes.carry_from(old.outcomes)
         same_account = (old.config.api.url, old.config.api.key) == (
             self.config.api.url,
             self.config.api.key,

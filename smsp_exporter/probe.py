@@ -138,11 +138,18 @@ class ProbeApp:
         self._recent: OrderedDict[str, None] = OrderedDict()  # least recently probed first
         self._recent_lock = threading.Lock()
         self._fetches: dict[str, _Fetch] = {}
+        self._latest: dict[str, TagState] = {}  # the latest probe of each remembered tag
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
     @property
     def requests_made(self) -> int:
         return self.client.requests_made
+
+    def probed(self) -> tuple[TagState, ...]:
+        """The latest state of each tag probed (of the ``max_tags`` remembered), for the status
+        page."""
+        with self._recent_lock:
+            return tuple(self._latest.values())
 
     def close(self) -> None:
         self._closed.set()
@@ -156,6 +163,7 @@ class ProbeApp:
             self._recent.move_to_end(tag)
             while len(self._recent) > self.max_tags:
                 gone, _ = self._recent.popitem(last=False)
+                self._latest.pop(gone, None)
                 if gone not in self._fetches:
                     self.poller._forget(gone)
 
@@ -173,6 +181,8 @@ class ProbeApp:
             finally:
                 with self._recent_lock:
                     del self._fetches[tag]
+                    if fetch.states and tag in self._recent:
+                        self._latest[tag] = fetch.states[0]
                 fetch.done.set()
         elif not fetch.done.wait(budget):
             return None

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from .config import Config, ConfigError
 from .exporter import Exporter
 from .logs import add_secret
+from .status import ReloadInfo
 from .web import Route, WSGIApp, answer_text
 
 __all__ = ["Reloader", "lifecycle_disabled_route", "reload_route"]
@@ -47,6 +48,7 @@ class Reloader(Collector):
         self._result = True
         self._lock = threading.Lock()  # the current exporter and the scrapes using each one
         self._exporter = Exporter(config)
+        self._exporter.status.reloads = self.reload_info
         self._in_use: dict[Exporter, int] = {}
         self._retired: set[Exporter] = set()
         self._closed = False
@@ -110,6 +112,7 @@ class Reloader(Collector):
         for warning in config.warnings:
             log.warning("%s: %s", config.source, warning)
         new = Exporter(config)
+        new.status.reloads = self.reload_info
         new.carry_over(self._exporter)
         new.start()
         with self._lock:
@@ -126,6 +129,10 @@ class Reloader(Collector):
             extra={"tags": len(config.tags), "mode": config.collection.mode},
         )
         return True
+
+    def reload_info(self) -> ReloadInfo:
+        """The last (re)load's outcome, for the status page."""
+        return ReloadInfo(self._successful, self._success_time)
 
     # -- Collector --
 
@@ -152,7 +159,7 @@ class Reloader(Collector):
                 exporter.close()
 
     def routes(self) -> dict[str, WSGIApp]:
-        """The current exporter's routes (/probe, /api/v1/tags), following reloads."""
+        """The current exporter's routes (/, /probe, /api/v1/tags), following reloads."""
 
         def route(path: str) -> WSGIApp:
             def app(environ: dict, start_response: Callable) -> Iterable[bytes]:

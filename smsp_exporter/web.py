@@ -332,7 +332,8 @@ class ExporterServer:
     """Serves ``registry`` on ``/metrics``, with ``/healthz``, ``/`` and ``extra_routes``.
 
     ``health`` (no argument, True when healthy) backs ``/healthz``; ``extra_routes`` maps exact
-    paths to a :class:`Route` (or a WSGI app: a ``GET`` route). ``web_config`` turns on TLS and
+    paths to a :class:`Route` (or a WSGI app: a ``GET`` route); one for ``/`` replaces the plain
+    landing page (the exporter's status page, :mod:`.status`, does). ``web_config`` turns on TLS and
     basic authentication (see :mod:`.webconfig`); its TLS files are loaded at :meth:`start`.
     ``limits`` bound what clients may cost (:class:`.httpd.Limits`); ``max_threads`` and
     ``request_timeout`` override its ``workers`` and ``request_timeout``.
@@ -375,7 +376,7 @@ class ExporterServer:
         for path, route in (extra_routes or {}).items():
             if not path.startswith("/"):
                 raise ValueError(f"route {path!r} must start with '/'")
-            if path in routes:
+            if path in routes and path != "/":  # "/" (a plain landing page) may be replaced
                 raise ValueError(f"route {path!r} is built in")
             routes[path] = route if isinstance(route, Route) else Route.get(route)
         self._web_config = web_config

@@ -39,6 +39,7 @@ SYSTEM_TOOLS = {
     "alertmanager": "prometheus-alertmanager",
     "docker-compose": "docker-compose",
     "systemd-analyze": "systemd",
+    "chromium": "chromium",
 }
 # Set by ./dev.sh test, which installs them all: there a missing program is a failure, not a skip.
 REQUIRE_TOOLS = "SMSP_REQUIRE_TOOLS"

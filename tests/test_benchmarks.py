@@ -31,6 +31,8 @@ def test_quick_benchmark_produces_every_figure(tmp_path):
         "incremental_vs_changeable",
         "incremental_vs_whole",
         "incremental_restart",
+        "status_page_vs_metrics",
+        "status_page_kb",
     } <= set(figures)
     for key, fig in figures.items():
         assert math.isfinite(fig["value"]), key

@@ -267,6 +267,21 @@ def test_landing_page(start: Callable[..., ExporterServer]) -> None:
     assert "<Partner>" not in response.text
 
 
+def test_an_extra_route_replaces_the_landing_page(start: Callable[..., ExporterServer]) -> None:
+    # The exporter's status page (smsp_exporter/status.py) takes "/" this way.
+    def status(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [b"<p>status</p>"]
+
+    server = start(extra_routes={"/": status})
+    assert get(server, "/").text == "<p>status</p>"
+    assert requests.head(server.url, timeout=10).status_code == 200
+    assert requests.post(server.url, timeout=10).status_code == 405
+    for path in ("/metrics", "/healthz"):  # those stay built in
+        with pytest.raises(ValueError, match="built in"):
+            ExporterServer(make_registry(), "127.0.0.1:0", extra_routes={path: status})
+
+
 def test_healthz(start: Callable[..., ExporterServer]) -> None:
     healthy = {"value": True}
     server = start(health=lambda: healthy["value"])
