@@ -51,7 +51,7 @@ def quick() -> list[Callable[[], Figure | list[Figure]]]:
         lambda: figures.serving_render(tags=20, repeat=3),
         lambda: figures.concurrent_scrapes(scrapes=3, tags=3, concurrency=2, latency=0.01),
         lambda: figures.incremental(messages=20_000, rate=20.0, rounds=3),
-        lambda: figures.budget(finished_tags=(6, 12), live_sent=3_000, steady_minutes=3.0),
+        lambda: figures.budget(finished_tags=(6, 12), live_sent=3_000, steady_minutes=11.0),
         lambda: figures.status_page(tags=20, repeat=3),
     ]
 
