@@ -373,6 +373,14 @@ def _tags(
     for index, entry in enumerate(entries):
         path = f"tags[{index}]"
         if isinstance(entry, str):
+            if not _is_text(entry):
+                # YAML's "\ud83c\udf84" escapes give two halves of a character, not the
+                # character: such a tag can never be sent (nor match).
+                fail(
+                    path,
+                    "not valid text (a lone surrogate, e.g. from an escape like \\ud83c): "
+                    "write the character itself",
+                )
             if entry in first_seen:
                 fail(path, f"duplicate tag {entry!r} (also tags[{first_seen[entry]}])")
             first_seen[entry] = index
@@ -391,6 +399,14 @@ def _tags(
         templates.append(template)
         warnings.extend(_tag_warnings(f"{path}.template", template.expand(0)[0]))
     return tuple(static), tuple(templates), tuple(warnings)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tag_warnings(path: str, tag: str) -> list[str]:

@@ -123,7 +123,7 @@ class Exporter:
 
     def start(self, *, account: bool) -> None:
         config = self.directory / "config.yaml"
-        tags = "".join(f"  - {json.dumps(tag)}\n" for tag in TAGS)
+        tags = "".join(f"  - {json.dumps(tag, ensure_ascii=False)}\n" for tag in TAGS)
         config.write_text(
             f"api:\n  url: {self.sim_url}\n  key_file: key.txt\n  retries: 0\n  timeout: 2s\n"
             f"  max_requests_per_second: 0\n"
