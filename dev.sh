@@ -2,7 +2,7 @@
 # The project's two commands, from a fresh clone:
 #   ./dev.sh demo    the exporter on its built-in SMS Partner simulator (no account needed)
 #   ./dev.sh test    the whole test suite (installs what it needs, Debian packages included)
-#   ./dev.sh bench   the performance figures (docs/performance.md), ~1 minute
+#   ./dev.sh bench   the performance figures (docs/performance.md), under 2 minutes
 # Other: ./dev.sh lint | venv | ha-zip (the Home Assistant integration's release archive)
 set -euo pipefail
 cd "$(dirname "$0")"
