@@ -495,3 +495,31 @@ def test_rounds_too_small_for_the_growth_never_count_twice_and_catch_up(sim, ord
             _, snapshot = run(exporter, sim, None)
         exact(snapshot.tags[0], sim)
         assert snapshot.tags[0].deferred == 0
+
+
+def test_a_restart_with_the_state_file_keeps_the_quiet_tags_schedule(sim, tmp_path):
+    """The schedule is in the state file: after a restart, finished campaigns keep their
+    counts and are not read again before their check is due (a restart is not a storm)."""
+    tags = [f"fini-{i}" for i in range(20)]
+    for tag in tags:
+        sim.add_tag(finished(tag))
+    cfg = config(sim, tags, state_file=str(tmp_path / "state.db"))
+    with Exporter(cfg) as exporter:
+        follow(exporter, sim)
+        run(exporter, sim, 100)
+        sim.advance(60)
+        made, _ = run(exporter, sim, 100)
+        assert made == 0
+    sim.advance(60)
+    with Exporter(cfg) as exporter:
+        follow(exporter, sim)
+        made, snapshot = run(exporter, sim, 100)
+        assert made == 0
+        for state in snapshot.tags:
+            assert state.up
+            exact(state, sim)
+        sim.advance(600)  # their check is due: one request each, and the audit's share
+        made, snapshot = run(exporter, sim, 100)
+        spent = snapshot.budget.spent
+        assert spent.get("total", 0) + spent.get("cold_check", 0) == 20, spent
+        assert made == 20 + spent.get("audit", 0) and spent.get("audit", 0) <= AUDIT_SHARE * 100
