@@ -12,6 +12,7 @@ measures them too (docs/performance.md)."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -523,3 +524,38 @@ def test_a_restart_with_the_state_file_keeps_the_quiet_tags_schedule(sim, tmp_pa
         spent = snapshot.budget.spent
         assert spent.get("total", 0) + spent.get("cold_check", 0) == 20, spent
         assert made == 20 + spent.get("audit", 0) and spent.get("audit", 0) <= AUDIT_SHARE * 100
+
+
+def test_a_retry_after_past_the_deadline_defers_the_others_and_ends_the_round_on_time(sim):
+    """Hostile upstream: a 429 asking to wait a minute. The tag that got it fails; the reads
+    that can no longer start before the round's deadline are deferred (their tags keep their
+    counts and sms_up 1), and the round ends at its deadline, not a minute later."""
+    for name in ("a", "b", "c"):
+        sim.add_tag(TagSpec(name, 3000, rate=20.0, start=-100.0, report_delay=5.0))
+    cfg = config_from_dict(
+        {
+            "api": {
+                "url": sim.url,
+                "key": KEY,
+                "max_requests_per_second": 50,
+                "concurrency": 1,
+                "retries": 0,
+            },
+            "tags": ["a", "b", "c"],
+        },
+        source="<test>",
+    )
+    with Exporter(cfg) as exporter:
+        follow(exporter, sim)
+        snapshot = exporter.poller.run_round(20.0)
+        assert all(s.counts is not None for s in snapshot.tags)
+        sim.advance(10)
+        sim.set_fault("a", "rate_limit", status=429, retry_after=60, times=1)
+        began = time.monotonic()
+        snapshot = exporter.poller.run_round(2.0)
+        assert time.monotonic() - began < 3.0
+        states = {s.tag: s for s in snapshot.tags}
+        assert not states["a"].up and states["a"].error == "http_429"
+        for tag in ("b", "c"):
+            assert states[tag].up and states[tag].counts is not None and states[tag].deferred
+        assert snapshot.budget.deferred.get("total", 0) >= 2
