@@ -559,3 +559,35 @@ def test_a_retry_after_past_the_deadline_defers_the_others_and_ends_the_round_on
         for tag in ("b", "c"):
             assert states[tag].up and states[tag].counts is not None and states[tag].deferred
         assert snapshot.budget.deferred.get("total", 0) >= 2
+
+
+def test_whole_reads_under_a_budget_take_turns_all_or_nothing(sim):
+    """collection.incremental: false: every page of a tag, every round, all or nothing. A
+    budget for two such reads a round: the tags read longest ago go first, the others keep
+    their counts (deferred), and every tag is read in turn."""
+    tags = [f"entier-{i}" for i in range(5)]
+    for tag in tags:
+        sim.add_tag(finished(tag, 250))  # 3 pages
+    with Exporter(config(sim, tags, incremental=False)) as exporter:
+        follow(exporter, sim)
+        run(exporter, sim, None)  # every tag read once: its size is known
+        reader = exporter.poller.reader
+        last = dict(reader.last_read)  # on the reader's clock (here the simulator's)
+        read_in = {tag: [] for tag in tags}
+        for n in range(5):
+            sim.advance(10)
+            made, snapshot = run(exporter, sim, 7)
+            assert made == 6, made  # two whole reads of 3 pages: never a third begun
+            for state in snapshot.tags:
+                assert state.up and state.counts is not None and state.error is None
+                exact(state, sim)
+                if reader.last_read[state.tag] != last[state.tag]:
+                    read_in[state.tag].append(n)
+                    last[state.tag] = reader.last_read[state.tag]
+                    assert state.deferred == 0
+                else:
+                    assert state.deferred and state.behind_since is not None
+        # In turn, the stalest first: none waits more than ceil(5 / 2) + 1 rounds.
+        for rounds in read_in.values():
+            assert rounds and all(b - a <= 3 for a, b in zip([-1, *rounds], rounds)), read_in
+        assert sum(len(rounds) for rounds in read_in.values()) == 10
