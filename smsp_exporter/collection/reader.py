@@ -25,7 +25,7 @@ from ..errors import ConnectionFailed, DeadlineExceeded, InvalidResponse, NotSen
 from ..parse import parse_page
 from .job import Job, Result, RoundPlan
 from .model import Inconsistent, RoundInfo, parse_detailed
-from .scheduler import BEHIND, Scheduler, Want
+from .scheduler import Scheduler, Want
 from .state import IncrementalState
 
 log = logging.getLogger("smsp_exporter.incremental")
@@ -53,7 +53,6 @@ class RoundOutcome:
     budget: int | None
     spent: Counter[str] = field(default_factory=Counter)  # reads sent, by purpose
     left: Counter[str] = field(default_factory=Counter)  # reads deferred, by purpose
-    read: set[str] = field(default_factory=set)  # tags all of whose due reads were done
 
 
 class Reader:
@@ -250,7 +249,6 @@ class _Round:
             outcome.deferred[tag] = deferred
             if job.error is None and not deferred and job.fetched:
                 self.reader.last_read[tag] = now
-                outcome.read.add(tag)
             if job.whole is not None and not deferred and job.error is None:
                 self.reader.whole_pages[tag] = max(1, job.whole.pages)
             if durations is not None and job.started is not None and job.ended is not None:
@@ -259,9 +257,6 @@ class _Round:
         outcome.spent.update({p.label: n for p, n in self.sched.spent.items() if n})
         outcome.left.update({p.label: n for p, n in left.items() if n})
         return outcome
-
-
-__all__ = ["BEHIND", "Reader", "RoundOutcome", "budget_for"]
 
 
 def read_whole(
