@@ -232,8 +232,9 @@ class _Round:
         outcome = RoundOutcome({}, {}, {}, self.sched.budget)
         shared = self.reader.shared
         now = self.plan.now
+        pending = self.sched.pending()
         for tag, job in self.jobs.items():
-            deferred = self.sched.pending(tag) if job.error is None else 0
+            deferred = pending[tag] if job.error is None else 0
             try:
                 result, info = job.finish(deferred)
             except Exception as err:  # never a wrong count: drop the state instead

@@ -158,11 +158,12 @@ class Scheduler:
         left.update(w.purpose for w, _ in self._heap)
         return left
 
-    def pending(self, tag: str, purposes: frozenset[Purpose] = BEHIND) -> int:
-        """Wants of ``tag`` of ``purposes`` not handed out (at the round's end: deferred)."""
-        wants = [w for w in self._held if w.tag == tag]
-        wants.extend(w for w, _ in self._heap if w.tag == tag)
-        return sum(1 for w in wants if w.purpose in purposes)
+    def pending(self) -> Counter[str]:
+        """Per tag, its wants that mean it is behind (``BEHIND``) not handed out: at the
+        round's end, what was deferred. One pass over what is left, however many tags."""
+        left: Counter[str] = Counter(w.tag for w in self._held if w.purpose in BEHIND)
+        left.update(w.tag for w, _ in self._heap if w.purpose in BEHIND)
+        return left
 
     def _allowed(self, want: Want) -> bool:
         own = self._reserved.get(want.tag, 0)
@@ -186,6 +187,6 @@ class Scheduler:
         if own > 0:
             self._reserved[want.tag] = own - 1
         if want.then > 0:
-            room = want.then if want.atomic else min(want.then, max(0.0, self.free() - 0))
+            room = want.then if want.atomic else min(want.then, max(0.0, self.free()))
             if room > 0:
                 self._reserved[want.tag] = self._reserved.get(want.tag, 0) + int(room)
