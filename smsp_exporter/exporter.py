@@ -107,8 +107,8 @@ class Exporter:
     def carry_over(self, old: Exporter) -> None:
         """Keep what ``old`` (the exporter of the configuration before a reload) knew and a
         reload must not lose: the last account reading (and its error counters), when both
-        read the same account; the page state of the tags (see below); the status page's
-        recent outcomes."""
+        read the same account; the page state of the tags and when each was last read (see
+        below); the status page's recent outcomes."""
         self.outcomes.carry_from(old.outcomes)
         same_account = (old.config.api.url, old.config.api.key) == (
             self.config.api.url,
@@ -125,7 +125,10 @@ class Exporter:
                 if mine.store is not None:
                     mine.store.close()
                 self.poller.share_incremental(kept)
+                self.poller.reader.carry_from(old.poller.reader)
                 old._owns_state = False
+        elif mine is None and kept is None:  # whole reads: their sizes and freshness go on
+            self.poller.reader.carry_from(old.poller.reader)
 
     def start(self) -> Exporter:
         """Start the background refresher, if the mode has one."""

@@ -593,3 +593,26 @@ def test_whole_reads_under_a_budget_take_turns_all_or_nothing(sim):
             gaps = [b - a for a, b in itertools.pairwise([-1, *rounds])]
             assert rounds and max(gaps) <= 3, read_in
         assert sum(len(rounds) for rounds in read_in.values()) == 10
+
+
+def test_a_reload_keeps_when_each_tag_was_last_read(sim):
+    """The freshness goes on with the page state across a reload: a quiet tag not due for a
+    read in the first round after it still shows when it was read."""
+    from smsp_exporter.reload import Reloader
+
+    sim.add_tag(finished("fini"))
+    configs = [config(sim, ["fini"]), config(sim, ["fini"])]
+    reloader = Reloader(lambda: configs[1], configs[0])
+    try:
+        follow(reloader.exporter, sim)
+        run(reloader.exporter, sim, 50)
+        before = reloader.exporter.poller.reader.last_read["fini"]
+        assert reloader.reload()
+        follow(reloader.exporter, sim)
+        sim.advance(60)
+        made, snapshot = run(reloader.exporter, sim, 50)
+        assert made == 0  # quiet: not due
+        assert reloader.exporter.poller.reader.last_read["fini"] == before
+        assert snapshot.tags[0].last_read is not None
+    finally:
+        reloader.close()

@@ -75,6 +75,12 @@ class Reader:
         self.last_read: dict[str, float] = {}  # tag -> when all its due reads were last done
         self.whole_pages: dict[str, int] = {}  # tag -> pages its last whole read took
 
+    def carry_from(self, other: Reader) -> None:
+        """Go on from ``other``'s memory (a reload keeping the page state): a tag read a
+        minute ago is not made stale, nor its schedule reset, by a reload."""
+        self.last_read.update(other.last_read)
+        self.whole_pages.update(other.whole_pages)
+
     def forget(self, tag: str) -> None:
         self.last_read.pop(tag, None)
         self.whole_pages.pop(tag, None)
