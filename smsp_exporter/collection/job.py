@@ -148,7 +148,7 @@ class Job:
         out = []
         default = Purpose.NEW if self.mode == "steady" else Purpose.FIRST_READ
         for number in numbers:
-            why, key = self.why.get(number, (purpose or default, 0.0))
+            why, key = self.why.get(number, (default, 0.0))
             if purpose is not None:
                 why = purpose
             out.append(Want(why, self._key(why, key, number), self.tag, number))
@@ -199,12 +199,8 @@ class Job:
     def _first_hole(self) -> int:
         st = self.state
         assert st is not None
-        end = 0
-        for seg in st.segments:
-            if seg.lo > end:
-                break
-            end = seg.hi
-        known = max(st.label_total, st.total, st.covered())
+        end = st.covered()  # the first message not read
+        known = max(st.label_total, st.total, end)
         found = sorted(pages.pages_for(st, end, end + 1, max(known, end + 1)))
         return found[0] if found else 1
 
