@@ -20,6 +20,7 @@ from smsp_exporter.client import SmsPartnerClient
 from smsp_exporter.collection.reader import read_whole
 from smsp_exporter.config import config_from_dict
 from smsp_exporter.errors import HttpStatusError
+from smsp_exporter.transport import Transport
 
 from .helpers import API_KEY, campaign, make_config, reasons, serve, timed_scrape, value
 from .hostile_upstream import (
@@ -335,3 +336,18 @@ def test_many_requests_through_one_watchdog(sim):
     finally:
         client.close()
     assert not client.transport.watchdog._thread.is_alive()
+
+
+def test_the_apis_clock_is_read_from_its_date_header_and_an_odd_one_changes_nothing():
+    transport = Transport("https://api.example.org/v1", 1, 1024)
+    try:
+        assert transport.clock_offset is None
+        for odd in (None, "", "yesterday", "Sun, 06 Nov 1994 08:49:37", "x" * 1000):
+            transport._note_date(odd)
+            assert transport.clock_offset is None, odd
+        transport._note_date("Sun, 06 Nov 1994 08:49:37 GMT")  # RFC 9110's own example
+        assert transport.clock_offset == pytest.approx(784111777 - time.time(), abs=5)
+        transport._note_date("garbage")
+        assert transport.clock_offset == pytest.approx(784111777 - time.time(), abs=5)
+    finally:
+        transport.close()
